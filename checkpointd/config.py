@@ -1,0 +1,127 @@
+"""Settings of the engine, named as the seed's configuration in snake_case.
+
+Durations are seconds (the seed's ``cleanupInterval``/``metricsInterval`` were milliseconds).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from checkpointd.errors import ConfigError
+
+KEY_ENV = "CHECKPOINTD_ENCRYPTION_KEY"
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "compression_algorithm": ("gzip", "zstd", "none"),
+    "encryption_algorithm": ("aes-256-gcm",),
+    "validation_algorithm": ("sha256",),
+    "durability": ("full", "normal"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every engine setting with its default; invalid values raise ConfigError on construction."""
+
+    database_path: str = "checkpointd.db"
+    enable_compression: bool = True
+    compression_algorithm: str = "gzip"
+    compression_level: int | None = None
+    enable_encryption: bool = False
+    encryption_algorithm: str = "aes-256-gcm"
+    encryption_key: str | None = field(default=None, repr=False)
+    encryption_key_file: str | None = None
+    encryption_old_keys: tuple[str, ...] = field(default=(), repr=False)
+    default_retention_days: float | None = None
+    max_checkpoint_size: int = 100 * 1024 * 1024
+    enable_validation: bool = True
+    validation_algorithm: str = "sha256"
+    enable_fts: bool = True
+    auto_cleanup: bool = True
+    cleanup_interval: float = 86_400.0
+    enable_metrics: bool = False
+    metrics_interval: float = 60.0
+    durability: str = "full"
+    reader_connections: int = 4
+    max_group_size: int = 512
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
+        for key, allowed in _CHOICES.items():
+            value = getattr(self, key)
+            if value not in allowed:
+                raise ConfigError(key, value, f"must be one of {', '.join(allowed)}")
+        for key in ("max_checkpoint_size", "reader_connections", "max_group_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(key, getattr(self, key), "must be at least 1")
+        for key in ("cleanup_interval", "metrics_interval"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(key, getattr(self, key), "must be positive")
+        if self.default_retention_days is not None and self.default_retention_days <= 0:
+            raise ConfigError("default_retention_days", self.default_retention_days, "must be > 0")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Config:
+        """A Config from settings by name; an unknown name is a ConfigError."""
+        known = {f.name for f in fields(cls)}
+        for key in values:
+            if key not in known:
+                raise ConfigError(key, values[key], "unknown setting")
+        data = dict(values)
+        if isinstance(data.get("encryption_old_keys"), list):
+            data["encryption_old_keys"] = tuple(data["encryption_old_keys"])
+        return cls(**data)
+
+    def encryption_secret(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The active key: the setting, else ``CHECKPOINTD_ENCRYPTION_KEY``, else the key file.
+
+        Raises:
+            ConfigError: the key file cannot be read or is empty.
+        """
+        if self.encryption_key:
+            return self.encryption_key
+        env = os.environ if environ is None else environ
+        if env.get(KEY_ENV):
+            return env[KEY_ENV]
+        if self.encryption_key_file is None:
+            return None
+        try:
+            secret = Path(self.encryption_key_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) else None
+            reason = f"cannot read key file: {detail or type(exc).__name__}"
+            raise ConfigError("encryption_key_file", self.encryption_key_file, reason) from None
+        if not secret:
+            raise ConfigError("encryption_key_file", self.encryption_key_file, "key file is empty")
+        return secret
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "bool": (bool,),
+    "int": (int,),
+    "float": (int, float),
+}
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> None:
+    spec = str(annotation)
+    if value is None:
+        if "None" not in spec:
+            raise ConfigError(key, value, "must not be null")
+        return
+    if spec.startswith("tuple"):
+        if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(key, value, "must be a list of strings")
+        return
+    base = spec.split(" |", maxsplit=1)[0]
+    expected = _TYPES[base]
+    if isinstance(value, bool) and bool not in expected:
+        raise ConfigError(key, value, f"must be {base}, not a boolean")
+    if not isinstance(value, expected):
+        raise ConfigError(key, value, f"must be {base}, not {type(value).__name__}")

@@ -1,0 +1,353 @@
+"""The write side: commands become events, appended and projected on the writer's connection.
+
+Runs on the writer thread only, inside the transaction that ``storage.writer`` opens. Every
+command validates everything first and writes only after that, so a command that is refused
+leaves no trace and its group goes on. Should anything fail after the first write (a SQLite
+error, or a bug), ``handle`` raises ``PartialWrite`` and the writer rolls the group back and
+retries its commands one by one.
+
+Savepoints per command would give the same isolation, but releasing one makes FTS5 flush its
+pending index data per command; batching that flush per group is most of the write throughput.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from checkpointd import commands as cmd
+from checkpointd.clock import Clock, format_timestamp
+from checkpointd.config import Config
+from checkpointd.errors import (
+    CheckpointError,
+    ConflictError,
+    IntegrityError,
+    InvalidRequestError,
+    NotFoundError,
+)
+from checkpointd.events import store
+from checkpointd.events.types import EventRecord, EventType, seal
+from checkpointd.ids import new_id
+from checkpointd.models import Checkpoint
+from checkpointd.projections import Projector, checkpoints
+from checkpointd.projections.checkpoints import Row
+from checkpointd.requests import CreateRequest, UpdateRequest
+from checkpointd.rows import checkpoint_from_row
+from checkpointd.snapshots import (
+    EncodedSnapshot,
+    SnapshotCodec,
+    canonical_encode,
+)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The result of one command (or its error) and the events it appended."""
+
+    value: object = None
+    error: CheckpointError | None = None
+    events: tuple[EventRecord, ...] = ()
+
+
+class PartialWriteError(Exception):
+    """A command failed after it had written: its transaction must be rolled back."""
+
+
+@dataclass(frozen=True, slots=True)
+class _PreparedCreate:
+    checkpoint_id: str
+    request: CreateRequest
+    encoded: EncodedSnapshot
+    data: dict[str, Any]
+    data_bytes: bytes
+    now: datetime
+    timestamp: datetime
+    expires: datetime | None
+
+
+class CommandHandler:
+    """Turns commands into events on one connection; owns the head of the hash chain."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        config: Config,
+        codec: SnapshotCodec,
+        projector: Projector,
+        clock: Clock,
+    ) -> None:
+        self.conn = conn
+        self._config = config
+        self._codec = codec
+        self.projector = projector
+        self._clock = clock
+        self._appended: list[EventRecord] = []
+        self.seq, self.head_hash = store.head(conn)
+
+    def reload_head(self) -> None:
+        """Re-read the chain head after a rolled-back transaction."""
+        self.seq, self.head_hash = store.head(self.conn)
+        self.projector.discard_group(self.seq)
+
+    def handle(self, command: cmd.Command) -> Outcome:
+        """Run one command in the open transaction.
+
+        Returns the outcome, with the error of a refused command (which wrote nothing).
+        Raises:
+            PartialWriteError: the command failed after writing; roll the transaction back.
+            sqlite3.Error: the database failed; roll the transaction back.
+        """
+        self._appended = []
+        try:
+            value = self._dispatch(command)
+        except CheckpointError as exc:
+            if self._appended:
+                raise PartialWriteError(type(command).__name__) from exc
+            return Outcome(error=exc)
+        self.projector.keep()
+        return Outcome(value=value, events=tuple(self._appended))
+
+    def _dispatch(self, command: cmd.Command) -> object:
+        match command:
+            case cmd.Create(sealed, context):
+                return self._write_create(self._prepare_create(sealed), context)
+            case cmd.CreateBatch(batch, context):
+                prepared = [self._prepare_create(sealed) for sealed in batch]
+                return [self._write_create(p, context) for p in prepared]
+            case cmd.Update(request, context):
+                return self._update(request, context)
+            case cmd.Delete(checkpoint_id, context):
+                return self._remove(checkpoint_id, EventType.DELETED, context, {})
+            case cmd.ExpireDue():
+                return self._expire_due(command)
+        raise InvalidRequestError(f"unknown command {type(command).__name__}")
+
+    # -- appending -----------------------------------------------------------------------
+
+    def _append(
+        self,
+        type: EventType,
+        *,
+        stream: str,
+        session_id: str,
+        version: int,
+        at: str,
+        context: cmd.Context,
+        data: bytes,
+    ) -> EventRecord:
+        record = seal(
+            seq=self.seq + 1,
+            event_id=new_id(),
+            type=type,
+            stream=stream,
+            session_id=session_id,
+            version=version,
+            at=at,
+            actor=context.actor,
+            causation=context.causation,
+            data=data,
+            prev_hash=self.head_hash,
+        )
+        store.append(self.conn, record)
+        self.seq, self.head_hash = record.seq, record.hash
+        self._appended.append(record)
+        return record
+
+    # -- create --------------------------------------------------------------------------
+
+    def _prepare_create(self, sealed: cmd.Sealed) -> _PreparedCreate:
+        """Everything that can refuse a create, before anything is written."""
+        checkpoint_id, request, encoded = sealed.checkpoint_id, sealed.request, sealed.encoded
+        for parent in (request.parent_id, request.restored_from):
+            if parent is not None and not self._exists_in_log(parent):
+                raise NotFoundError("parent checkpoint", parent)
+        now = self._clock.now().astimezone(UTC)
+        timestamp = now if request.timestamp is None else request.timestamp.astimezone(UTC)
+        expires = self._retention(request, now)
+        data = {
+            "name": request.name,
+            "sessionId": request.session_id,
+            "timestamp": format_timestamp(timestamp),
+            "branches": request.branches,
+            "metadata": request.metadata,
+            "createdBy": request.created_by,
+            "size": encoded.size,
+            "storedSize": encoded.stored_size,
+            "checksum": encoded.checksum,
+            "compression": encoded.compression.value,
+            "encrypted": encoded.encrypted,
+            "retentionExpiresAt": None if expires is None else format_timestamp(expires),
+            "restoredFrom": request.restored_from,
+        }
+        return _PreparedCreate(
+            checkpoint_id=checkpoint_id,
+            request=request,
+            encoded=encoded,
+            data=data,
+            data_bytes=canonical_encode(data),
+            now=now,
+            timestamp=timestamp,
+            expires=expires,
+        )
+
+    def _write_create(self, p: _PreparedCreate, context: cmd.Context) -> Checkpoint:
+        request, encoded = p.request, p.encoded
+        event = self._append(
+            EventType.CREATED,
+            stream=p.checkpoint_id,
+            session_id=request.session_id,
+            version=1,
+            at=format_timestamp(p.now),
+            context=context,
+            data=p.data_bytes,
+        )
+        # The blob's key is the create event's seq, which is also the view row's rowid.
+        self.conn.execute("INSERT INTO blobs (seq, data) VALUES (?, ?)", (event.seq, encoded.blob))
+        self.projector.apply(self.conn, event, p.data)
+        # Built from the values at hand rather than re-read from the view: this is the hot path.
+        return Checkpoint(
+            id=p.checkpoint_id,
+            name=request.name,
+            session_id=request.session_id,
+            timestamp=p.timestamp,
+            snapshot=request.snapshot,
+            branches=list(request.branches),
+            metadata=request.metadata,
+            created_by=request.created_by,
+            size=encoded.size,
+            stored_size=encoded.stored_size,
+            checksum=encoded.checksum,
+            compressed=encoded.compressed,
+            encrypted=encoded.encrypted,
+            retention_expires_at=p.expires,
+            restored_from=request.restored_from,
+            version=1,
+            created_at=p.now,
+            updated_at=p.now,
+        )
+
+    def _retention(self, request: CreateRequest, now: datetime) -> datetime | None:
+        if request.retention_expires_at is not None:
+            return request.retention_expires_at.astimezone(UTC)
+        days = self._config.default_retention_days
+        return None if days is None else now + timedelta(days=days)
+
+    def _exists_in_log(self, checkpoint_id: str) -> bool:
+        row = self.conn.execute(
+            "SELECT 1 FROM events WHERE stream = ? AND version = 1", (checkpoint_id,)
+        ).fetchone()
+        return row is not None
+
+    # -- update, delete, expire ----------------------------------------------------------
+
+    def _update(self, request: UpdateRequest, context: cmd.Context) -> Checkpoint:
+        before = self._load(request.checkpoint_id)
+        if request.expected_version is not None and request.expected_version != before["version"]:
+            raise ConflictError(
+                f"checkpoint {request.checkpoint_id} is at version {before['version']},"
+                f" not {request.expected_version}"
+            )
+        if request.metadata is not None:
+            parent = request.metadata.get("parentCheckpoint")
+            if isinstance(parent, str) and not self._exists_in_log(parent):
+                raise NotFoundError("parent checkpoint", parent)
+        data = {"changes": _changes(request)}
+        data_bytes = canonical_encode(data)
+        event = self._append(
+            EventType.UPDATED,
+            stream=request.checkpoint_id,
+            session_id=before["session_id"],
+            version=before["version"] + 1,
+            at=format_timestamp(self._clock.now()),
+            context=context,
+            data=data_bytes,
+        )
+        after = self.projector.apply(self.conn, event, data, before)
+        assert after is not None
+        return checkpoint_from_row(after, snapshot=None)
+
+    def _remove(
+        self,
+        checkpoint_id: str,
+        type: EventType,
+        context: cmd.Context,
+        extra: Mapping[str, Any],
+    ) -> bool:
+        before = checkpoints.load(self.conn, checkpoint_id)
+        if before is None:
+            return False
+        data = {"name": before["name"], "checksum": before["checksum"], "size": before["size"]}
+        data.update(extra)
+        event = self._append(
+            type,
+            stream=checkpoint_id,
+            session_id=before["session_id"],
+            version=before["version"] + 1,
+            at=format_timestamp(self._clock.now()),
+            context=context,
+            data=canonical_encode(data),
+        )
+        self.conn.execute("DELETE FROM blobs WHERE seq = ?", (before["seq"],))
+        self.projector.apply(self.conn, event, data, before)
+        return True
+
+    def _expire_due(self, command: cmd.ExpireDue) -> int:
+        due = self.conn.execute(
+            "SELECT id, retention_expires_at FROM checkpoints"
+            " WHERE retention_expires_at <= ? ORDER BY retention_expires_at LIMIT ?",
+            (format_timestamp(command.now), command.limit),
+        ).fetchall()
+        context = cmd.Context(actor="checkpointd", causation="retention")
+        for checkpoint_id, expires_at in due:
+            extra = {"retentionExpiresAt": expires_at}
+            self._remove(checkpoint_id, EventType.EXPIRED, context, extra)
+        return len(due)
+
+    def _load(self, checkpoint_id: str) -> Row:
+        row = checkpoints.load(self.conn, checkpoint_id)
+        if row is None:
+            raise NotFoundError("checkpoint", checkpoint_id)
+        return row
+
+
+def seal_snapshot(codec: SnapshotCodec, config: Config, request: CreateRequest) -> cmd.Sealed:
+    """Encode a create's snapshot under a new checkpoint id and check the client's claims.
+
+    Pure CPU work; the caller runs it before queueing the command (off the event loop when
+    the snapshot is big). Raises TooLargeError, InvalidRequestError, IntegrityError.
+    """
+    checkpoint_id = new_id()
+    compress = config.enable_compression if request.compressed is None else request.compressed
+    encrypt = config.enable_encryption if request.encrypted is None else request.encrypted
+    encoded = codec.encode(checkpoint_id, request.snapshot, compress=compress, encrypt=encrypt)
+    _check_claims(request, encoded.checksum, encoded.size)
+    return cmd.Sealed(checkpoint_id, request, encoded)
+
+
+def _check_claims(request: CreateRequest, checksum: str, size: int) -> None:
+    """A client-supplied checksum or size must match the computed one (end-to-end integrity)."""
+    if request.checksum is not None and request.checksum != checksum:
+        raise IntegrityError(
+            f"supplied checksum {request.checksum} does not match computed {checksum}"
+        )
+    if request.size is not None and request.size != size:
+        raise IntegrityError(f"supplied size {request.size} does not match computed size {size}")
+
+
+def _changes(request: UpdateRequest) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if request.name is not None:
+        changes["name"] = request.name
+    if request.metadata is not None:
+        changes["metadata"] = request.metadata
+    if request.branches is not None:
+        changes["branches"] = request.branches
+    if request.retention_expires_at is not None:
+        changes["retentionExpiresAt"] = format_timestamp(request.retention_expires_at)
+    elif request.clear_retention:
+        changes["retentionExpiresAt"] = None
+    return changes

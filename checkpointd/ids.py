@@ -1,0 +1,46 @@
+"""Time-sortable unique ids (ULID layout: 48-bit milliseconds + 80 random bits, Crockford base32).
+
+Ids made in the same millisecond by one process stay ordered: the random part is incremented
+instead of redrawn (the ULID "monotonic" rule), so ``id`` order equals creation order.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RANDOM_BITS = 80
+
+
+class _Monotonic:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_random = 0
+
+    def next(self) -> int:
+        now_ms = time.time_ns() // 1_000_000
+        with self._lock:
+            if now_ms <= self._last_ms:
+                now_ms = self._last_ms
+                self._last_random += 1
+            else:
+                self._last_ms = now_ms
+                # Leave headroom so increments within one millisecond never overflow.
+                self._last_random = int.from_bytes(os.urandom(10)) >> 1
+            return (now_ms << _RANDOM_BITS) | self._last_random
+
+
+_GENERATOR = _Monotonic()
+
+
+def new_id() -> str:
+    """A new 26-character id, unique and sortable by creation time."""
+    value = _GENERATOR.next()
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))

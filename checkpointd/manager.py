@@ -1,0 +1,411 @@
+"""CheckpointManager: the embedded engine, in-process, with no daemon and no network.
+
+The composition root: ``open()`` builds the writer (its connection, migrations, keyring, codec,
+projections) and the reader pool in order on an ``AsyncExitStack``; ``close()`` unwinds it in
+reverse, finishing every queued command first. Commands go to the group-committing writer;
+queries go to the read model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import warnings
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Any, Self
+
+import structlog
+
+from checkpointd import commands as cmd
+from checkpointd.clock import Clock, SystemClock
+from checkpointd.config import Config
+from checkpointd.errors import ConfigError, InvalidRequestError, UnavailableError
+from checkpointd.events.verify import verify_file
+from checkpointd.handlers import CommandHandler, seal_snapshot
+from checkpointd.models import Checkpoint, History, Lineage, Page, VerifyResult
+from checkpointd.projections import Projector, fts
+from checkpointd.projections.replay import catch_up, rebuild
+from checkpointd.queries import DEFAULT_PAGE_SIZE, ReadModel
+from checkpointd.requests import (
+    CreateRequest,
+    UpdateRequest,
+    batch_items,
+    request_mapping,
+    text,
+)
+from checkpointd.snapshots import Compression, Keyring, SnapshotCodec
+from checkpointd.storage.readers import ReaderPool
+from checkpointd.storage.schema import migrate
+from checkpointd.storage.sqlite import connect_writer, translate
+from checkpointd.storage.writer import CommitListener, GroupCommitWriter
+
+log = structlog.get_logger("checkpointd")
+
+_BIG_VALUE = 64 * 1024
+_BIG_CONTAINER = 2000
+_LIST_OPTIONS = frozenset({"where", "params", "orderBy", "pagination", "includeSnapshot"})
+_HISTORY_OPTIONS = frozenset({"checkpointId", "sessionId", "afterSeq", "limit"})
+
+
+class CheckpointManager:
+    """The checkpoint store, embedded. Use ``async with`` or ``open()``/``close()``.
+
+    Settings are keyword arguments named as the seed's configuration in snake_case, or a
+    ``Config``. Every method that takes a request accepts keyword arguments (snake_case) or one
+    mapping in the wire shape (camelCase).
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        clock: Clock | None = None,
+        on_commit: CommitListener | None = None,
+        **settings: Any,
+    ) -> None:
+        if config is not None and settings:
+            raise ConfigError("settings", sorted(settings), "pass a Config or settings, not both")
+        self.config = config if config is not None else Config.from_mapping(settings)
+        self._clock: Clock = clock or SystemClock()
+        self._on_commit = on_commit
+        self._stack: AsyncExitStack | None = None
+        self._writer: GroupCommitWriter | None = None
+        self._reads: ReadModel | None = None
+        self._codec: SnapshotCodec | None = None
+        self._opened = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def open(self) -> Self:
+        """Open the database (creating and migrating it), the writer and the readers.
+
+        Raises:
+            ConfigError: the encryption settings are unusable.
+            StorageError: the database cannot be opened.
+        """
+        if self._stack is not None:
+            return self
+        stack = AsyncExitStack()
+        try:
+            writer = GroupCommitWriter(
+                self._open_handler,
+                max_group=self.config.max_group_size,
+                on_commit=self._on_commit,
+            )
+            stack.push_async_callback(writer.close)
+            await writer.start()
+            readers = ReaderPool(self.config.database_path, self.config.reader_connections)
+            stack.push_async_callback(readers.close)
+            await readers.open()
+        except BaseException:
+            await stack.aclose()
+            raise
+        assert self._codec is not None
+        self._writer = writer
+        self._reads = ReadModel(
+            readers, self._codec, verify_checksums=self.config.enable_validation
+        )
+        self._stack = stack
+        self._opened = True
+        return self
+
+    async def close(self) -> None:
+        """Finish queued commands, then close readers and the writer. Idempotent."""
+        stack, self._stack = self._stack, None
+        self._reads = None
+        if stack is not None:
+            await stack.aclose()
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_stack", None) is not None:
+            warnings.warn(
+                f"unclosed CheckpointManager for {self.config.database_path!r}",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    def _open_handler(self) -> CommandHandler:
+        """Build the writer's state; runs on the writer thread."""
+        config = self.config
+        try:
+            conn = connect_writer(config.database_path, config.durability)
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        try:
+            migrate(conn)
+            self._codec = self._build_codec(_kdf_salt(conn))
+            projector = Projector(fts_enabled=config.enable_fts)
+            handler = CommandHandler(
+                conn, config=config, codec=self._codec, projector=projector, clock=self._clock
+            )
+            caught_up = catch_up(conn, projector)
+            if caught_up:
+                log.info("projections caught up", events=caught_up)
+            _sync_fts_flag(conn, enabled=config.enable_fts)
+        except BaseException:
+            conn.close()
+            raise
+        return handler
+
+    def _build_codec(self, salt: bytes) -> SnapshotCodec:
+        config = self.config
+        secret = config.encryption_secret()
+        if config.enable_encryption and secret is None:
+            raise ConfigError(
+                "encryption_key",
+                None,
+                "enable_encryption is on but no key is set (encryption_key,"
+                " CHECKPOINTD_ENCRYPTION_KEY or encryption_key_file)",
+            )
+        keyring = (
+            None
+            if secret is None and not config.encryption_old_keys
+            else Keyring.from_secrets(secret, config.encryption_old_keys, salt)
+        )
+        return SnapshotCodec(
+            compression=Compression(config.compression_algorithm),
+            compression_level=config.compression_level,
+            keyring=keyring,
+            max_size=config.max_checkpoint_size,
+        )
+
+    def _require(self) -> tuple[GroupCommitWriter, ReadModel]:
+        if self._writer is None or self._reads is None:
+            state = "closed" if self._opened else "not open"
+            raise UnavailableError(f"the checkpoint manager is {state}")
+        return self._writer, self._reads
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def create(
+        self, request: Mapping[str, Any] | None = None, /, **fields: Any
+    ) -> Checkpoint:
+        """Create a checkpoint from keyword arguments or one wire-shaped mapping.
+
+        Durable when it returns. Raises:
+            InvalidRequestError: a missing, unknown or wrong-typed field.
+            TooLargeError: the snapshot is over ``max_checkpoint_size``.
+            IntegrityError: a supplied ``checksum`` or ``size`` does not match.
+            NotFoundError: ``parentCheckpoint`` or ``restoredFrom`` names no checkpoint.
+        """
+        writer, _ = self._require()
+        req = CreateRequest.from_wire(request_mapping(request, fields, "create"))
+        sealed = await self._seal(req)
+        outcome = await writer.submit(cmd.Create(sealed, cmd.Context(actor=req.created_by)))
+        assert isinstance(outcome.value, Checkpoint)
+        return outcome.value
+
+    async def create_batch(self, requests: Sequence[Mapping[str, Any]]) -> list[Checkpoint]:
+        """Create many checkpoints atomically: all of them commit, or none (the first error)."""
+        writer, _ = self._require()
+        reqs = tuple(
+            CreateRequest.from_wire(request_mapping(item, {}, "create"))
+            for item in batch_items(requests)
+        )
+        sealed = tuple([await self._seal(req) for req in reqs])
+        outcome = await writer.submit(cmd.CreateBatch(sealed))
+        assert isinstance(outcome.value, list)
+        return outcome.value
+
+    async def _seal(self, request: CreateRequest) -> cmd.Sealed:
+        assert self._codec is not None
+        if _looks_big(request.snapshot):
+            return await asyncio.to_thread(seal_snapshot, self._codec, self.config, request)
+        return seal_snapshot(self._codec, self.config, request)
+
+    async def update_checkpoint(
+        self,
+        checkpoint_id: str,
+        changes: Mapping[str, Any] | None = None,
+        /,
+        *,
+        expected_version: int | None = None,
+        **fields: Any,
+    ) -> Checkpoint:
+        """Change ``name``, ``metadata`` (replaced whole), ``branches`` or ``retentionExpiresAt``.
+
+        The result carries no snapshot. Raises:
+            NotFoundError: no such checkpoint.
+            ConflictError: ``expected_version`` is not the current version.
+            InvalidRequestError: a snapshot change or an unknown field.
+        """
+        writer, _ = self._require()
+        data = request_mapping(changes, fields, "update")
+        req = UpdateRequest.from_wire(checkpoint_id, data, expected_version)
+        outcome = await writer.submit(cmd.Update(req))
+        assert isinstance(outcome.value, Checkpoint)
+        return outcome.value
+
+    async def delete_checkpoint(self, checkpoint_id: str) -> bool:
+        """Delete a checkpoint and physically remove its snapshot; False if there was none.
+
+        The log keeps the ``checkpoint.deleted`` event with the checksum.
+        """
+        writer, _ = self._require()
+        outcome = await writer.submit(cmd.Delete(text(checkpoint_id, "id")))
+        return bool(outcome.value)
+
+    async def delete_expired_checkpoints(self) -> int:
+        """Expire every checkpoint whose retention has ended; returns how many."""
+        writer, _ = self._require()
+        total = 0
+        while True:
+            step = cmd.ExpireDue(now=self._clock.now())
+            outcome = await writer.submit(step)
+            assert isinstance(outcome.value, int)
+            total += outcome.value
+            if outcome.value < step.limit:
+                return total
+
+    async def cleanup_once(self) -> int:
+        """One step of the auto-cleanup loop (the daemon calls it every ``cleanup_interval``)."""
+        return await self.delete_expired_checkpoints()
+
+    async def rebuild(self) -> int:
+        """Drop every projection and rebuild it from event 0; returns the events replayed."""
+        writer, _ = self._require()
+
+        def run(handler: CommandHandler) -> int:
+            try:
+                return rebuild(handler.conn, handler.projector)
+            except BaseException:
+                handler.reload_head()
+                raise
+
+        return await writer.exclusive(run)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get_checkpoint(
+        self, checkpoint_id: str, include_snapshot: bool = True
+    ) -> Checkpoint | None:
+        """The checkpoint, or None. Raises IntegrityError if its snapshot cannot be read."""
+        _, reads = self._require()
+        return await reads.get(checkpoint_id, include_snapshot=include_snapshot)
+
+    async def get_checkpoints_by_session(
+        self, session_id: str, options: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> Page:
+        """A page of the session's checkpoints (newest first by default).
+
+        Keywords: ``where``, ``params``, ``order_by``, ``page``, ``page_size``,
+        ``include_snapshot`` (default False); or the seed's options mapping.
+        """
+        return await self._list("session_id", text(session_id, "sessionId"), options, kwargs)
+
+    async def get_checkpoints_by_feature(
+        self, feature: str, options: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> Page:
+        """A page of the checkpoints whose ``metadata.feature`` is ``feature``."""
+        return await self._list("feature", text(feature, "feature"), options, kwargs)
+
+    async def _list(
+        self, column: str, value: str, options: Mapping[str, Any] | None, kwargs: dict[str, Any]
+    ) -> Page:
+        _, reads = self._require()
+        opts = _list_options(options, kwargs)
+        return await reads.list(column=column, value=value, **opts)
+
+    async def history(self, request: Mapping[str, Any] | None = None, /, **kwargs: Any) -> History:
+        """Events oldest first (``checkpoint_id=``, ``session_id=``, ``after_seq=``, ``limit=``)."""
+        _, reads = self._require()
+        data = request_mapping(request, kwargs, "history")
+        unknown = set(data) - _HISTORY_OPTIONS
+        if unknown:
+            raise InvalidRequestError(f"history: unknown field(s) {', '.join(sorted(unknown))}")
+        return await reads.history(
+            checkpoint_id=data.get("checkpointId"),
+            session_id=data.get("sessionId"),
+            after_seq=data.get("afterSeq", 0),
+            limit=data.get("limit", 100),
+        )
+
+    async def verify_log(self) -> VerifyResult:
+        """Re-hash the whole event log; ``ok`` is False at the first changed or missing event."""
+        self._require()
+        return await asyncio.to_thread(verify_file, os.fspath(self.config.database_path))
+
+    async def get_lineage(self, checkpoint_id: str) -> Lineage:
+        """Live ancestors and descendants through parent and restore links, nearest first."""
+        _, reads = self._require()
+        return await reads.lineage(checkpoint_id)
+
+
+def _list_options(options: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    if options is not None and kwargs:
+        raise InvalidRequestError("pass an options mapping or keyword arguments, not both")
+    if options is not None:
+        unknown = set(options) - _LIST_OPTIONS
+        if unknown:
+            raise InvalidRequestError(f"list: unknown option(s) {', '.join(sorted(unknown))}")
+        pagination = options.get("pagination") or {}
+        kwargs = {
+            "where": options.get("where"),
+            "params": options.get("params") or (),
+            "order_by": options.get("orderBy"),
+            "page": pagination.get("page", 1),
+            "page_size": pagination.get("pageSize", DEFAULT_PAGE_SIZE),
+            "include_snapshot": options.get("includeSnapshot", False),
+        }
+    allowed = {"where", "params", "order_by", "page", "page_size", "include_snapshot"}
+    unknown = set(kwargs) - allowed
+    if unknown:
+        raise InvalidRequestError(f"list: unknown option(s) {', '.join(sorted(unknown))}")
+    return {
+        "where": kwargs.get("where"),
+        "params": kwargs.get("params") or (),
+        "order_by": kwargs.get("order_by"),
+        "page": kwargs.get("page", 1),
+        "page_size": kwargs.get("page_size", DEFAULT_PAGE_SIZE),
+        "include_snapshot": bool(kwargs.get("include_snapshot", False)),
+    }
+
+
+def _looks_big(snapshot: Mapping[str, Any]) -> bool:
+    """A cheap guess whether encoding would block the event loop noticeably (> ~1 ms).
+
+    Looks at top-level values only: a long string or bytes-like blob, or a long list.
+    """
+    for value in snapshot.values():
+        if isinstance(value, str | bytes) and len(value) > _BIG_VALUE:
+            return True
+        if isinstance(value, Mapping | list) and len(value) > _BIG_CONTAINER:
+            return True
+    return len(snapshot) > _BIG_CONTAINER
+
+
+def _kdf_salt(conn: sqlite3.Connection) -> bytes:
+    """The database's random KDF salt, created on first open."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'kdf_salt'").fetchone()
+    if row is not None:
+        return bytes(row[0])
+    salt = os.urandom(16)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('kdf_salt', ?)", (salt,))
+    return salt
+
+
+def _sync_fts_flag(conn: sqlite3.Connection, *, enabled: bool) -> None:
+    """With FTS off, mark the index stale; with it on again, rebuild a stale index once."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'fts_stale'").fetchone()
+    stale = row is not None and row[0] == 1
+    if not enabled and not stale:
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('fts_stale', 1)")
+    elif enabled and stale:
+        conn.execute("BEGIN IMMEDIATE")
+        fts.rebuild(conn)
+        conn.execute("DELETE FROM meta WHERE key = 'fts_stale'")
+        conn.execute("COMMIT")

@@ -1,0 +1,250 @@
+"""The values the API returns: frozen dataclasses with snake_case attributes.
+
+Each converts to and from the wire shape (camelCase, ISO-8601 UTC strings) in one place:
+``to_wire()`` / ``from_wire()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, overload
+
+from checkpointd.clock import format_timestamp, parse_timestamp
+
+
+class Priority(StrEnum):
+    """A checkpoint's priority (``metadata.priority``)."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else format_timestamp(value)
+
+
+def _parse_opt(value: Any) -> datetime | None:
+    return None if value is None else parse_timestamp(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One checkpoint as stored; ``snapshot`` is None when it was not asked for."""
+
+    id: str
+    name: str
+    session_id: str
+    timestamp: datetime
+    snapshot: Mapping[str, Any] | None
+    branches: list[str]
+    metadata: Mapping[str, Any]
+    created_by: str | None
+    size: int
+    stored_size: int
+    checksum: str
+    compressed: bool
+    encrypted: bool
+    retention_expires_at: datetime | None
+    restored_from: str | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def priority(self) -> Priority:
+        return Priority(self.metadata.get("priority", Priority.NORMAL))
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {
+            "id": self.id,
+            "name": self.name,
+            "sessionId": self.session_id,
+            "timestamp": format_timestamp(self.timestamp),
+            "branches": list(self.branches),
+            "metadata": dict(self.metadata),
+            "createdBy": self.created_by,
+            "size": self.size,
+            "storedSize": self.stored_size,
+            "checksum": self.checksum,
+            "compressed": self.compressed,
+            "encrypted": self.encrypted,
+            "retentionExpiresAt": _ts(self.retention_expires_at),
+            "restoredFrom": self.restored_from,
+            "version": self.version,
+            "createdAt": format_timestamp(self.created_at),
+            "updatedAt": format_timestamp(self.updated_at),
+        }
+        if self.snapshot is not None:
+            wire["snapshot"] = self.snapshot
+        return wire
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Checkpoint:
+        return cls(
+            id=wire["id"],
+            name=wire["name"],
+            session_id=wire["sessionId"],
+            timestamp=parse_timestamp(wire["timestamp"]),
+            snapshot=wire.get("snapshot"),
+            branches=list(wire["branches"]),
+            metadata=wire["metadata"],
+            created_by=wire.get("createdBy"),
+            size=wire["size"],
+            stored_size=wire["storedSize"],
+            checksum=wire["checksum"],
+            compressed=wire["compressed"],
+            encrypted=wire["encrypted"],
+            retention_expires_at=_parse_opt(wire.get("retentionExpiresAt")),
+            restored_from=wire.get("restoredFrom"),
+            version=wire["version"],
+            created_at=parse_timestamp(wire["createdAt"]),
+            updated_at=parse_timestamp(wire["updatedAt"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Sequence[Checkpoint]):
+    """One page of checkpoints: a sequence, plus the total count over all pages."""
+
+    items: tuple[Checkpoint, ...]
+    total: int
+    page: int
+    page_size: int
+
+    @overload
+    def __getitem__(self, index: int) -> Checkpoint: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Checkpoint]: ...
+    def __getitem__(self, index: int | slice) -> Checkpoint | Sequence[Checkpoint]:
+        return self.items[index]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Checkpoint]:
+        return iter(self.items)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "items": [cp.to_wire() for cp in self.items],
+            "total": self.total,
+            "page": self.page,
+            "pageSize": self.page_size,
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Page:
+        return cls(
+            items=tuple(Checkpoint.from_wire(item) for item in wire["items"]),
+            total=wire["total"],
+            page=wire["page"],
+            page_size=wire["pageSize"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the event log, as ``history`` returns it."""
+
+    seq: int
+    id: str
+    type: str
+    stream: str
+    session_id: str
+    version: int
+    at: datetime
+    actor: str | None
+    causation: str | None
+    data: Mapping[str, Any]
+    prev_hash: str
+    hash: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "id": self.id,
+            "type": self.type,
+            "stream": self.stream,
+            "sessionId": self.session_id,
+            "version": self.version,
+            "at": format_timestamp(self.at),
+            "actor": self.actor,
+            "causation": self.causation,
+            "data": dict(self.data),
+            "prevHash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Event:
+        return cls(
+            seq=wire["seq"],
+            id=wire["id"],
+            type=wire["type"],
+            stream=wire["stream"],
+            session_id=wire["sessionId"],
+            version=wire["version"],
+            at=parse_timestamp(wire["at"]),
+            actor=wire.get("actor"),
+            causation=wire.get("causation"),
+            data=wire["data"],
+            prev_hash=wire["prevHash"],
+            hash=wire["hash"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A page of events, oldest first; ``next`` is the ``after_seq`` of the next page or None."""
+
+    events: tuple[Event, ...]
+    next: int | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"events": [e.to_wire() for e in self.events], "next": self.next}
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> History:
+        return cls(tuple(Event.from_wire(e) for e in wire["events"]), wire.get("next"))
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """The outcome of re-hashing the event log from its first event."""
+
+    ok: bool
+    events: int
+    first_bad_seq: int | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ok": self.ok, "events": self.events, "firstBadSeq": self.first_bad_seq}
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> VerifyResult:
+        return cls(wire["ok"], wire["events"], wire.get("firstBadSeq"))
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage:
+    """Live checkpoints linked to one checkpoint by parent and restore links, nearest first."""
+
+    ancestors: tuple[Checkpoint, ...] = field(default=())
+    descendants: tuple[Checkpoint, ...] = field(default=())
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "ancestors": [cp.to_wire() for cp in self.ancestors],
+            "descendants": [cp.to_wire() for cp in self.descendants],
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Lineage:
+        return cls(
+            tuple(Checkpoint.from_wire(c) for c in wire["ancestors"]),
+            tuple(Checkpoint.from_wire(c) for c in wire["descendants"]),
+        )

@@ -1,0 +1,132 @@
+"""Projections: the views built from the event log, kept in the writer's transaction.
+
+``Projector.apply`` turns one event into the rows of every view; ``reset`` empties them so a
+rebuild can replay the log from event 0. The rebuilt tables equal the live ones.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from typing import Any
+
+from checkpointd.events.types import EventRecord, EventType
+from checkpointd.projections import checkpoints, fts, lineage, sessions
+from checkpointd.projections.checkpoints import Row
+from checkpointd.projections.stats import StatsDelta
+from checkpointd.projections.stats import reset as reset_stats
+from checkpointd.storage.schema import PROJECTION_TABLES
+
+POSITION = "projections"
+
+
+class Projector:
+    """Applies events to the views; stats changes are buffered per command and per group."""
+
+    def __init__(self, *, fts_enabled: bool) -> None:
+        self.fts_enabled = fts_enabled
+        self.position = 0
+        self._command = StatsDelta()
+        self._group = StatsDelta()
+
+    def apply(
+        self,
+        conn: sqlite3.Connection,
+        event: EventRecord,
+        data: Mapping[str, Any],
+        before: Row | None = None,
+    ) -> Row | None:
+        """Apply one event; returns the checkpoint's view row after it (None once removed)."""
+        kind = EventType(event.type)
+        if kind is not EventType.CREATED and kind is not EventType.RESTORED and before is None:
+            before = checkpoints.load(conn, event.stream)
+        after: Row | None = None
+        if kind is EventType.CREATED:
+            after = self._created(conn, event, data)
+        elif kind is EventType.UPDATED and before is not None:
+            after = self._updated(conn, event, data, before)
+        elif kind in (EventType.DELETED, EventType.EXPIRED) and before is not None:
+            self._removed(conn, event, before)
+        elif kind is EventType.RESTORED:
+            self._restored(conn, event, data)
+        self.position = event.seq
+        return after
+
+    def _created(
+        self, conn: sqlite3.Connection, event: EventRecord, data: Mapping[str, Any]
+    ) -> Row:
+        row = checkpoints.created_row(event, data)
+        checkpoints.insert(conn, row)
+        if self.fts_enabled:
+            fts.add(conn, row)
+        self._command.count(row, +1)
+        lineage.link(conn, event, data["metadata"].get("parentCheckpoint"), lineage.PARENT)
+        lineage.link(conn, event, data.get("restoredFrom"), lineage.RESTORED_FROM)
+        sessions.checkpoint_created(conn, event)
+        return row
+
+    def _updated(
+        self, conn: sqlite3.Connection, event: EventRecord, data: Mapping[str, Any], before: Row
+    ) -> Row:
+        changes = data["changes"]
+        after = checkpoints.updated_row(before, event, changes)
+        checkpoints.replace(conn, after)
+        if self.fts_enabled and fts.changed(before, after):
+            fts.drop(conn, before)
+            fts.add(conn, after)
+        self._command.recount(before, after)
+        if "metadata" in changes:
+            parent = changes["metadata"].get("parentCheckpoint")
+            lineage.relink(conn, event, parent, lineage.PARENT)
+        return after
+
+    def _removed(self, conn: sqlite3.Connection, event: EventRecord, before: Row) -> None:
+        if self.fts_enabled:
+            fts.drop(conn, before)
+        checkpoints.remove(conn, before)
+        self._command.count(before, -1)
+        sessions.checkpoint_removed(conn, event)
+
+    def _restored(
+        self, conn: sqlite3.Connection, event: EventRecord, data: Mapping[str, Any]
+    ) -> None:
+        sessions.state_restored(conn, event, data["stateRef"], data["restoredFrom"])
+        lineage.link(conn, event, data["restoredFrom"], lineage.RESTORED_FROM)
+
+    def keep(self) -> None:
+        """The current command committed to the group: keep its buffered changes."""
+        self._group.merge(self._command)
+        self._command.clear()
+
+    def discard(self) -> None:
+        """The current command rolled back: forget its buffered changes."""
+        self._command.clear()
+
+    def discard_group(self, position: int) -> None:
+        """The whole group rolled back."""
+        self._command.clear()
+        self._group.clear()
+        self.position = position
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        """Write buffered changes and the projection position; call inside the transaction."""
+        self.keep()
+        self._group.write(conn)
+        conn.execute(
+            "INSERT INTO projection_position (name, seq) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+            (POSITION, self.position),
+        )
+
+    def reset(self, conn: sqlite3.Connection) -> None:
+        """Empty every view (for a rebuild from event 0)."""
+        for table in PROJECTION_TABLES:
+            conn.execute(f"DELETE FROM {table}")
+        conn.execute("INSERT INTO checkpoints_fts (checkpoints_fts) VALUES ('delete-all')")
+        reset_stats(conn)
+        self.discard_group(0)
+
+
+def stored_position(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT seq FROM projection_position WHERE name = ?", (POSITION,)).fetchone()
+    return 0 if row is None else int(row[0])

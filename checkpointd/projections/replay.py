@@ -1,0 +1,60 @@
+"""Replaying the log into the projections: catch-up after open, and a full rebuild."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from checkpointd.events import store
+from checkpointd.projections import Projector, fts, stored_position
+
+_FLUSH_EVERY = 10_000
+
+
+def replay(conn: sqlite3.Connection, projector: Projector, after_seq: int) -> int:
+    """Apply every event after ``after_seq``; the caller holds the transaction."""
+    count = 0
+    for event in store.scan(conn, after_seq):
+        projector.apply(conn, event, event.payload())
+        projector.keep()
+        count += 1
+        if count % _FLUSH_EVERY == 0:
+            projector.flush(conn)
+    projector.flush(conn)
+    return count
+
+
+def catch_up(conn: sqlite3.Connection, projector: Projector) -> int:
+    """Bring the projections up to the end of the log (a no-op when they already are)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        position = stored_position(conn)
+        projector.position = position
+        count = replay(conn, projector, position)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return count
+
+
+def rebuild(conn: sqlite3.Connection, projector: Projector) -> int:
+    """Drop every projection and rebuild it from event 0, atomically. Returns events replayed.
+
+    The FTS index is rebuilt in one pass from the view at the end, which is much faster than
+    maintaining it event by event.
+    """
+    fts_enabled = projector.fts_enabled
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        projector.reset(conn)
+        projector.fts_enabled = False
+        count = replay(conn, projector, 0)
+        if fts_enabled:
+            fts.rebuild(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        projector.fts_enabled = fts_enabled
+    return count

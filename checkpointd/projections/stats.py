@@ -1,0 +1,78 @@
+"""Stats counters: totals and counts by feature, priority and session.
+
+Changes accumulate in memory per command and are written once per group commit (one upsert per
+touched key instead of several per event). A command that rolls back discards its own changes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass, field
+
+from checkpointd.projections.checkpoints import Row
+
+DIMENSIONS = ("feature", "priority", "session_id")
+DIMENSION_NAMES = {"feature": "feature", "priority": "priority", "session_id": "session"}
+
+
+@dataclass(slots=True)
+class StatsDelta:
+    """Pending changes to the counters; ``+1`` for a row added, ``-1`` for a row removed."""
+
+    totals: Counter[str] = field(default_factory=Counter)
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def count(self, row: Row, sign: int) -> None:
+        self.totals["checkpoints"] += sign
+        self.totals["total_size"] += sign * row["size"]
+        self.totals["stored_size"] += sign * row["stored_size"]
+        for column in DIMENSIONS:
+            if row[column] is not None:
+                self.counts[(DIMENSION_NAMES[column], row[column])] += sign
+
+    def recount(self, before: Row, after: Row) -> None:
+        for column in DIMENSIONS:
+            if before[column] != after[column]:
+                name = DIMENSION_NAMES[column]
+                if before[column] is not None:
+                    self.counts[(name, before[column])] -= 1
+                if after[column] is not None:
+                    self.counts[(name, after[column])] += 1
+
+    def merge(self, other: StatsDelta) -> None:
+        self.totals.update(other.totals)
+        self.counts.update(other.counts)
+
+    def clear(self) -> None:
+        self.totals.clear()
+        self.counts.clear()
+
+    def write(self, conn: sqlite3.Connection) -> None:
+        """Apply the pending changes and clear them."""
+        if self.totals:
+            conn.execute(
+                "UPDATE stats_totals SET checkpoints = checkpoints + ?,"
+                " total_size = total_size + ?, stored_size = stored_size + ? WHERE id = 1",
+                (self.totals["checkpoints"], self.totals["total_size"], self.totals["stored_size"]),
+            )
+        touched = [(dim, key, n) for (dim, key), n in self.counts.items() if n]
+        if touched:
+            conn.executemany(
+                "INSERT INTO stats_counts (dimension, key, n) VALUES (?, ?, ?)"
+                " ON CONFLICT (dimension, key) DO UPDATE SET n = n + excluded.n",
+                touched,
+            )
+            conn.executemany(
+                "DELETE FROM stats_counts WHERE dimension = ? AND key = ? AND n <= 0",
+                [(dim, key) for dim, key, n in touched if n < 0],
+            )
+        self.clear()
+
+
+def reset(conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM stats_counts")
+    conn.execute(
+        "INSERT OR REPLACE INTO stats_totals (id, checkpoints, total_size, stored_size)"
+        " VALUES (1, 0, 0, 0)"
+    )

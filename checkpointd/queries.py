@@ -1,0 +1,181 @@
+"""The read side: get, list, history and lineage over the projections, on reader connections."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from checkpointd.errors import IntegrityError, InvalidRequestError
+from checkpointd.events import store
+from checkpointd.models import Checkpoint, History, Lineage, Page
+from checkpointd.projections.checkpoints import COLUMNS
+from checkpointd.query.where import compile_order_by, compile_where
+from checkpointd.requests import non_negative_int, text
+from checkpointd.rows import checkpoint_from_row
+from checkpointd.snapshots import SnapshotCodec
+from checkpointd.storage.readers import ReaderPool
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+MAX_HISTORY = 1000
+# Snapshots bigger than this are decoded off the event loop.
+_OFFLOAD_BYTES = 256 * 1024
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM checkpoints"
+
+
+def _row(values: Sequence[Any]) -> dict[str, Any]:
+    return dict(zip(COLUMNS, values, strict=True))
+
+
+def page_bounds(page: Any, page_size: Any) -> tuple[int, int]:
+    """Validated ``(page, page_size)``: page from 1, page size 1..1000."""
+    page = non_negative_int(page, "page")
+    page_size = non_negative_int(page_size, "pageSize")
+    if page < 1:
+        raise InvalidRequestError("pages start at 1", field="page")
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise InvalidRequestError(f"must be 1..{MAX_PAGE_SIZE}", field="pageSize")
+    return page, page_size
+
+
+class ReadModel:
+    """Queries over the projections; snapshots decoded and verified on the way out."""
+
+    def __init__(self, readers: ReaderPool, codec: SnapshotCodec, *, verify_checksums: bool):
+        self._readers = readers
+        self._codec = codec
+        self._verify = verify_checksums
+
+    async def row(self, checkpoint_id: str) -> dict[str, Any] | None:
+        values = await self._readers.fetchone(f"{_SELECT} WHERE id = ?", (checkpoint_id,))
+        return None if values is None else _row(values)
+
+    async def get(self, checkpoint_id: str, *, include_snapshot: bool) -> Checkpoint | None:
+        row = await self.row(text(checkpoint_id, "id"))
+        if row is None:
+            return None
+        snapshot = await self.snapshot(row) if include_snapshot else None
+        return checkpoint_from_row(row, snapshot=snapshot)
+
+    async def blob(self, seq: int) -> bytes | None:
+        found = await self._readers.fetchone("SELECT data FROM blobs WHERE seq = ?", (seq,))
+        return None if found is None else bytes(found[0])
+
+    async def snapshot(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """The decoded snapshot of a view row; IntegrityError if it is missing or damaged."""
+        checkpoint_id = row["id"]
+        blob = await self.blob(row["seq"])
+        if blob is None:
+            raise IntegrityError("snapshot bytes are missing", checkpoint_id=checkpoint_id)
+        expected = row["checksum"] if self._verify else None
+        if len(blob) > _OFFLOAD_BYTES or row["size"] > _OFFLOAD_BYTES:
+            return await asyncio.to_thread(
+                self._codec.decode, checkpoint_id, blob, expected_checksum=expected
+            )
+        return self._codec.decode(checkpoint_id, blob, expected_checksum=expected)
+
+    async def list(
+        self,
+        *,
+        column: str,
+        value: str,
+        where: str | None,
+        params: Sequence[Any],
+        order_by: Any,
+        page: int,
+        page_size: int,
+        include_snapshot: bool,
+    ) -> Page:
+        """One page of the checkpoints whose ``column`` equals ``value`` and match ``where``."""
+        page, page_size = page_bounds(page, page_size)
+        compiled = compile_where(where, params)
+        order = compile_order_by(order_by)
+        condition = f"{column} = ?" + (f" AND {compiled.sql}" if compiled.sql else "")
+        args = (value, *compiled.params)
+        total_row = await self._readers.fetchone(
+            f"SELECT count(*) FROM checkpoints WHERE {condition}", args
+        )
+        rows = await self._readers.fetchall(
+            f"{_SELECT} WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?",
+            (*args, page_size, (page - 1) * page_size),
+        )
+        items = []
+        for values in rows:
+            row = _row(values)
+            snapshot = await self.snapshot(row) if include_snapshot else None
+            items.append(checkpoint_from_row(row, snapshot=snapshot))
+        total = 0 if total_row is None else int(total_row[0])
+        return Page(items=tuple(items), total=total, page=page, page_size=page_size)
+
+    async def history(
+        self,
+        *,
+        checkpoint_id: str | None,
+        session_id: str | None,
+        after_seq: int,
+        limit: int,
+    ) -> History:
+        """Events oldest first, optionally of one checkpoint or one session."""
+        after_seq = non_negative_int(after_seq, "afterSeq")
+        limit = non_negative_int(limit, "limit")
+        if not 1 <= limit <= MAX_HISTORY:
+            raise InvalidRequestError(f"must be 1..{MAX_HISTORY}", field="limit")
+        if checkpoint_id is not None and session_id is not None:
+            raise InvalidRequestError("give checkpointId or sessionId, not both")
+        condition, args = "seq > ?", list[object]([after_seq])
+        if checkpoint_id is not None:
+            condition += " AND stream = ?"
+            args.append(text(checkpoint_id, "checkpointId"))
+        elif session_id is not None:
+            condition += " AND session_id = ?"
+            args.append(text(session_id, "sessionId"))
+        rows = await self._readers.fetchall(
+            f"{store.SELECT} WHERE {condition} ORDER BY seq LIMIT ?", (*args, limit + 1)
+        )
+        events = tuple(store.from_row(row).to_model() for row in rows[:limit])
+        more = len(rows) > limit
+        return History(events=events, next=events[-1].seq if more and events else None)
+
+    async def lineage(self, checkpoint_id: str) -> Lineage:
+        """Live ancestors and descendants, nearest first; follows links through deleted ones."""
+        checkpoint_id = text(checkpoint_id, "id")
+        up = await self._related(checkpoint_id, near="child", far="parent")
+        down = await self._related(checkpoint_id, near="parent", far="child")
+        return Lineage(ancestors=up, descendants=down)
+
+    async def _related(self, start: str, *, near: str, far: str) -> tuple[Checkpoint, ...]:
+        # The recursive CTE collects the reachable set (UNION stops at cycles, and there is no
+        # depth limit); distances are then computed from the fetched edges by BFS.
+        reach = (
+            f"WITH RECURSIVE reach(id) AS (SELECT ? UNION"
+            f" SELECT l.{far} FROM lineage l JOIN reach r ON l.{near} = r.id)"
+        )
+        edges = await self._readers.fetchall(
+            f"{reach} SELECT l.{near}, l.{far} FROM lineage l"
+            f" WHERE l.{near} IN (SELECT id FROM reach) ORDER BY l.seq",
+            (start,),
+        )
+        rows = await self._readers.fetchall(
+            f"{reach} {_SELECT} WHERE id IN (SELECT id FROM reach) AND id != ?", (start, start)
+        )
+        distance = _distances(start, edges)
+        found = [_row(values) for values in rows]
+        found.sort(key=lambda r: (distance.get(r["id"], 0), r["seq"]))
+        return tuple(checkpoint_from_row(r, snapshot=None) for r in found)
+
+
+def _distances(start: str, edges: Sequence[tuple[Any, ...]]) -> dict[str, int]:
+    neighbours: dict[str, list[str]] = {}
+    for a, b in edges:
+        neighbours.setdefault(a, []).append(b)
+    distance = {start: 0}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        for nxt in neighbours.get(node, ()):
+            if nxt not in distance:
+                distance[nxt] = distance[node] + 1
+                queue.append(nxt)
+    return distance

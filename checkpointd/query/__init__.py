@@ -1,0 +1,1 @@
+"""Read-side query helpers: the ``where`` filter grammar and ``orderBy`` compilation."""

@@ -1,0 +1,283 @@
+"""Request values: the wire (camelCase) or keyword (snake_case) input, validated into typed objects.
+
+Every method that takes a request accepts keyword arguments *or* one mapping in the wire shape;
+both go through the same ``from_wire`` so they validate identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from checkpointd.clock import parse_timestamp
+from checkpointd.errors import InvalidRequestError
+from checkpointd.models import Priority
+from checkpointd.snapshots.canonical import check_checksum_format
+
+MAX_NAME = 256
+MAX_TEXT = 4096
+MAX_TAGS = 64
+MAX_BRANCHES = 256
+MAX_BATCH = 1000
+
+# The seed's optional fields that may stand at the top level instead of inside ``metadata``.
+FLAT_METADATA = ("feature", "priority", "author", "description", "workflowId", "stepId", "tags")
+_CREATE_FIELDS = frozenset(
+    {
+        "name",
+        "sessionId",
+        "timestamp",
+        "snapshot",
+        "branches",
+        "metadata",
+        "createdBy",
+        "size",
+        "checksum",
+        "compressed",
+        "encrypted",
+        "retentionExpiresAt",
+        "restoredFrom",
+        *FLAT_METADATA,
+    }
+)
+_UPDATE_FIELDS = frozenset({"name", "metadata", "branches", "retentionExpiresAt"})
+
+_SNAKE_TO_WIRE = {
+    "session_id": "sessionId",
+    "created_by": "createdBy",
+    "retention_expires_at": "retentionExpiresAt",
+    "restored_from": "restoredFrom",
+    "workflow_id": "workflowId",
+    "step_id": "stepId",
+    "expected_version": "expectedVersion",
+    "include_snapshot": "includeSnapshot",
+}
+
+
+def wire_keys(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments renamed to their wire names (unknown names pass through unchanged)."""
+    return {_SNAKE_TO_WIRE.get(key, key): value for key, value in kwargs.items()}
+
+
+def request_mapping(
+    request: Mapping[str, Any] | None, kwargs: Mapping[str, Any], what: str
+) -> dict[str, Any]:
+    """One wire-shaped mapping from either a positional mapping or keyword arguments, not both."""
+    if request is not None and kwargs:
+        raise InvalidRequestError(f"{what}: pass one mapping or keyword arguments, not both")
+    if request is None:
+        return wire_keys(kwargs)
+    if not isinstance(request, Mapping):
+        raise InvalidRequestError(f"{what}: expected a mapping, got {type(request).__name__}")
+    return wire_keys(request)
+
+
+def _reject_unknown(data: Mapping[str, Any], allowed: frozenset[str], what: str) -> None:
+    unknown = sorted(str(key) for key in data if key not in allowed)
+    if unknown:
+        raise InvalidRequestError(f"{what}: unknown field(s) {', '.join(unknown)}")
+
+
+def text(value: Any, field: str, *, max_len: int = MAX_NAME, min_len: int = 1) -> str:
+    """A string of bounded length, or InvalidRequestError naming ``field``."""
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"expected a string, got {type(value).__name__}", field=field)
+    if not min_len <= len(value) <= max_len:
+        raise InvalidRequestError(f"length must be {min_len}..{max_len}", field=field)
+    if "\x00" in value:
+        raise InvalidRequestError("must not contain NUL characters", field=field)
+    return value
+
+
+def _opt_text(value: Any, field: str, max_len: int = MAX_NAME) -> str | None:
+    return None if value is None else text(value, field, max_len=max_len)
+
+
+def _string_list(value: Any, field: str, limit: int) -> list[str]:
+    if not isinstance(value, list | tuple):
+        raise InvalidRequestError("expected a list of strings", field=field)
+    if len(value) > limit:
+        raise InvalidRequestError(f"at most {limit} items", field=field)
+    return [text(item, field) for item in value]
+
+
+def _checksum(value: Any) -> str:
+    check_checksum_format(text(value, "checksum", max_len=100))
+    return str(value)
+
+
+def _opt_bool(value: Any, field: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise InvalidRequestError("expected true or false", field=field)
+
+
+def _opt_time(value: Any, field: str) -> datetime | None:
+    return None if value is None else parse_timestamp(value, field=field)
+
+
+def non_negative_int(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidRequestError("expected a non-negative integer", field=field)
+    return value
+
+
+def _mapping(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError("expected an object", field=field)
+    return dict(value)
+
+
+def validate_metadata(value: Any) -> dict[str, Any]:
+    """The metadata object with its well-known keys type-checked and ``priority`` defaulted."""
+    meta = _mapping(value, "metadata")
+    for key in ("feature", "author", "workflowId", "stepId", "parentCheckpoint"):
+        if meta.get(key) is not None:
+            text(meta[key], f"metadata.{key}")
+    if meta.get("description") is not None:
+        text(meta["description"], "metadata.description", max_len=MAX_TEXT, min_len=0)
+    if meta.get("tags") is not None:
+        meta["tags"] = _string_list(meta["tags"], "metadata.tags", MAX_TAGS)
+    if meta.get("chainDepth") is not None:
+        non_negative_int(meta["chainDepth"], "metadata.chainDepth")
+    priority = meta.get("priority")
+    if priority is None:
+        meta["priority"] = Priority.NORMAL.value
+    else:
+        try:
+            meta["priority"] = Priority(priority).value
+        except ValueError:
+            allowed = ", ".join(p.value for p in Priority)
+            raise InvalidRequestError(
+                f"must be one of {allowed}", field="metadata.priority"
+            ) from None
+    return meta
+
+
+def _merge_flat_metadata(data: Mapping[str, Any]) -> dict[str, Any]:
+    meta = _mapping(data.get("metadata") or {}, "metadata")
+    for key in FLAT_METADATA:
+        if key not in data:
+            continue
+        if key in meta and meta[key] != data[key]:
+            raise InvalidRequestError(
+                "given both flat and in metadata with different values", field=key
+            )
+        meta[key] = data[key]
+    return meta
+
+
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    """A validated create: everything but the snapshot encoding, which the writer does."""
+
+    name: str
+    session_id: str
+    snapshot: Mapping[str, Any]
+    branches: list[str]
+    metadata: dict[str, Any]
+    timestamp: datetime | None = None
+    created_by: str | None = None
+    size: int | None = None
+    checksum: str | None = None
+    compressed: bool | None = None
+    encrypted: bool | None = None
+    retention_expires_at: datetime | None = None
+    restored_from: str | None = None
+
+    @property
+    def parent_id(self) -> str | None:
+        parent = self.metadata.get("parentCheckpoint")
+        return parent if isinstance(parent, str) else None
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> CreateRequest:
+        """Validate the seed's create input (canonical, flat, or with the input fields).
+
+        Raises:
+            InvalidRequestError: a missing, unknown or wrong-typed field.
+        """
+        if not isinstance(data, Mapping):
+            raise InvalidRequestError("create: expected an object")
+        _reject_unknown(data, _CREATE_FIELDS, "create")
+        for required in ("name", "sessionId", "snapshot", "branches"):
+            if required not in data:
+                raise InvalidRequestError("is required", field=required)
+        if not isinstance(data["snapshot"], Mapping):
+            raise InvalidRequestError("expected an object", field="snapshot")
+        checksum = data.get("checksum")
+        return cls(
+            name=text(data["name"], "name"),
+            session_id=text(data["sessionId"], "sessionId"),
+            snapshot=data["snapshot"],
+            branches=_string_list(data["branches"], "branches", MAX_BRANCHES),
+            metadata=validate_metadata(_merge_flat_metadata(data)),
+            timestamp=_opt_time(data.get("timestamp"), "timestamp"),
+            created_by=_opt_text(data.get("createdBy"), "createdBy"),
+            size=None if data.get("size") is None else non_negative_int(data["size"], "size"),
+            checksum=None if checksum is None else _checksum(checksum),
+            compressed=_opt_bool(data.get("compressed"), "compressed"),
+            encrypted=_opt_bool(data.get("encrypted"), "encrypted"),
+            retention_expires_at=_opt_time(data.get("retentionExpiresAt"), "retentionExpiresAt"),
+            restored_from=_opt_text(data.get("restoredFrom"), "restoredFrom"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRequest:
+    """A validated update of a checkpoint's mutable fields."""
+
+    checkpoint_id: str
+    name: str | None = None
+    metadata: dict[str, Any] | None = None
+    branches: list[str] | None = None
+    retention_expires_at: datetime | None = None
+    clear_retention: bool = False
+    expected_version: int | None = None
+
+    @classmethod
+    def from_wire(
+        cls, checkpoint_id: Any, changes: Any, expected_version: Any = None
+    ) -> UpdateRequest:
+        """Validate an update; snapshots are immutable, so changing one is an error.
+
+        Raises:
+            InvalidRequestError: an unknown field, a snapshot change, nothing to change.
+        """
+        if not isinstance(changes, Mapping):
+            raise InvalidRequestError("expected an object", field="changes")
+        changes = wire_keys(changes)
+        if "snapshot" in changes:
+            raise InvalidRequestError("snapshots are immutable; create a new checkpoint")
+        _reject_unknown(changes, _UPDATE_FIELDS, "update")
+        if not changes:
+            raise InvalidRequestError("nothing to update", field="changes")
+        retention = changes.get("retentionExpiresAt")
+        return cls(
+            checkpoint_id=text(checkpoint_id, "id"),
+            name=text(changes["name"], "name") if "name" in changes else None,
+            metadata=validate_metadata(changes["metadata"]) if "metadata" in changes else None,
+            branches=(
+                _string_list(changes["branches"], "branches", MAX_BRANCHES)
+                if "branches" in changes
+                else None
+            ),
+            retention_expires_at=_opt_time(retention, "retentionExpiresAt"),
+            clear_retention="retentionExpiresAt" in changes and retention is None,
+            expected_version=(
+                None
+                if expected_version is None
+                else non_negative_int(expected_version, "expectedVersion")
+            ),
+        )
+
+
+def batch_items(items: Any) -> Sequence[Mapping[str, Any]]:
+    """The list of create inputs of a batch, bounded in length."""
+    if not isinstance(items, list | tuple):
+        raise InvalidRequestError("expected a list", field="checkpoints")
+    if not 1 <= len(items) <= MAX_BATCH:
+        raise InvalidRequestError(f"a batch holds 1..{MAX_BATCH} checkpoints", field="checkpoints")
+    return items

@@ -1,0 +1,1 @@
+"""SQLite: schema migrations, connections, the group-committing writer and the reader pool."""

@@ -1,0 +1,157 @@
+"""Numbered schema migrations, applied in order and recorded in ``schema_migrations``.
+
+A migration is never edited once released; a change is a new, higher-numbered migration.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from checkpointd.clock import SystemClock, format_timestamp
+
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (
+        1,
+        "event log, blobs, projections",
+        """
+        CREATE TABLE events (
+            seq        INTEGER PRIMARY KEY,
+            id         TEXT NOT NULL,
+            type       TEXT NOT NULL,
+            stream     TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            version    INTEGER NOT NULL,
+            at         TEXT NOT NULL,
+            actor      TEXT,
+            causation  TEXT,
+            data       BLOB NOT NULL,
+            prev_hash  BLOB NOT NULL,
+            hash       BLOB NOT NULL,
+            UNIQUE (stream, version)
+        );
+        CREATE INDEX events_session ON events (session_id, seq);
+
+        -- Snapshot bytes live apart from the events so delete and expiry can remove them.
+        -- Keyed by the seq of the event that stored them (a checkpoint's create event).
+        CREATE TABLE blobs (
+            seq  INTEGER PRIMARY KEY,
+            data BLOB NOT NULL
+        );
+
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB) WITHOUT ROWID;
+
+        CREATE TABLE projection_position (
+            name TEXT PRIMARY KEY,
+            seq  INTEGER NOT NULL
+        ) WITHOUT ROWID;
+
+        -- The checkpoints view: rowid is the seq of the create event (also the FTS rowid).
+        CREATE TABLE checkpoints (
+            seq                  INTEGER PRIMARY KEY,
+            id                   TEXT NOT NULL UNIQUE,
+            name                 TEXT NOT NULL,
+            session_id           TEXT NOT NULL,
+            timestamp            TEXT NOT NULL,
+            branches             TEXT NOT NULL,
+            metadata             TEXT NOT NULL,
+            feature              TEXT,
+            priority             TEXT NOT NULL,
+            author               TEXT,
+            description          TEXT,
+            tags                 TEXT,
+            workflow_id          TEXT,
+            step_id              TEXT,
+            created_by           TEXT,
+            size                 INTEGER NOT NULL,
+            stored_size          INTEGER NOT NULL,
+            checksum             TEXT NOT NULL,
+            compressed           INTEGER NOT NULL,
+            encrypted            INTEGER NOT NULL,
+            retention_expires_at TEXT,
+            restored_from        TEXT,
+            version              INTEGER NOT NULL,
+            created_at           TEXT NOT NULL,
+            updated_at           TEXT NOT NULL
+        );
+        CREATE INDEX checkpoints_session ON checkpoints (session_id, timestamp);
+        CREATE INDEX checkpoints_feature ON checkpoints (feature, timestamp)
+            WHERE feature IS NOT NULL;
+        CREATE INDEX checkpoints_timestamp ON checkpoints (timestamp);
+        CREATE INDEX checkpoints_retention ON checkpoints (retention_expires_at)
+            WHERE retention_expires_at IS NOT NULL;
+
+        CREATE VIRTUAL TABLE checkpoints_fts USING fts5 (
+            name, description, tags, feature, author, workflow_id, step_id,
+            content = 'checkpoints', content_rowid = 'seq',
+            tokenize = 'unicode61 remove_diacritics 2'
+        );
+
+        -- Lineage edges survive the deletion of either end, so chains stay traversable.
+        CREATE TABLE lineage (
+            child  TEXT NOT NULL,
+            parent TEXT NOT NULL,
+            kind   TEXT NOT NULL,
+            seq    INTEGER NOT NULL,
+            PRIMARY KEY (child, parent, kind)
+        ) WITHOUT ROWID;
+        CREATE INDEX lineage_parent ON lineage (parent);
+
+        CREATE TABLE stats_totals (
+            id          INTEGER PRIMARY KEY CHECK (id = 1),
+            checkpoints INTEGER NOT NULL,
+            total_size  INTEGER NOT NULL,
+            stored_size INTEGER NOT NULL
+        );
+        INSERT INTO stats_totals (id, checkpoints, total_size, stored_size) VALUES (1, 0, 0, 0);
+        CREATE TABLE stats_counts (
+            dimension TEXT NOT NULL,
+            key       TEXT NOT NULL,
+            n         INTEGER NOT NULL,
+            PRIMARY KEY (dimension, key)
+        ) WITHOUT ROWID;
+
+        -- Per-session current state: the blob of its newest checkpoint or of its last restore.
+        CREATE TABLE sessions (
+            session_id    TEXT PRIMARY KEY,
+            state_ref     INTEGER,
+            checkpoint_id TEXT,
+            restored_from TEXT,
+            last_seq      INTEGER NOT NULL,
+            updated_at    TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
+)
+
+PROJECTION_TABLES = ("checkpoints", "lineage", "stats_totals", "stats_counts", "sessions")
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply every migration not yet recorded, each in its own transaction; the schema version."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    for version, description, sql in MIGRATIONS:
+        if version in applied:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, ?)",
+                (version, description, format_timestamp(SystemClock().now())),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return MIGRATIONS[-1][0]
+
+
+def _statements(sql: str) -> list[str]:
+    # executescript() would commit the open transaction; split on the statement terminator
+    # instead (the migration text is ours and has no ';' inside literals).
+    return [part.strip() for part in sql.split(";") if part.strip()]

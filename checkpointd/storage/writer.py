@@ -1,0 +1,235 @@
+"""The one writer: commands queue up and commit in groups on a dedicated thread.
+
+The writer thread takes commands straight from a thread-safe queue: as soon as it is free it
+takes everything waiting (up to ``max_group``) and commits it as one ``BEGIN IMMEDIATE`` ...
+``COMMIT`` (one fsync with ``synchronous=FULL``), while the event loop goes on preparing the next
+commands. Results go back to the loop once per group.
+
+A group runs start to finish in one synchronous call on the writer thread, so cancelling a
+caller can never leave a transaction open: the caller stops waiting, the group still commits or
+rolls back as a whole. A caller's future is resolved only after COMMIT returned, so an
+acknowledged write is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+
+from checkpointd.commands import Command
+from checkpointd.errors import CheckpointError, InternalError, UnavailableError
+from checkpointd.events.types import EventRecord
+from checkpointd.handlers import CommandHandler, Outcome, PartialWriteError
+from checkpointd.storage.sqlite import translate
+
+log = structlog.get_logger("checkpointd.writer")
+
+T = TypeVar("T")
+CommitListener = Callable[[list[EventRecord]], None]
+QUEUE_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    command: Command
+    future: asyncio.Future[Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class _Exclusive:
+    """Work that runs alone on the writer thread (open, rebuild, close), between groups."""
+
+    fn: Callable[[], Any]
+    future: asyncio.Future[Any]
+
+
+class _Stop:
+    pass
+
+
+_Item = _Job | _Exclusive | _Stop
+
+
+class GroupCommitWriter:
+    """Owns the writer thread and, through its CommandHandler, the writing connection."""
+
+    def __init__(
+        self,
+        open_handler: Callable[[], CommandHandler],
+        *,
+        max_group: int,
+        on_commit: CommitListener | None = None,
+    ) -> None:
+        self._open_handler = open_handler
+        self._max_group = max_group
+        self._on_commit = on_commit
+        self._inbox: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._slots = asyncio.Semaphore(QUEUE_LIMIT)
+        self._handler: CommandHandler | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closing = False
+        self.groups = 0
+
+    async def start(self) -> None:
+        """Start the thread and open the connection on it."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="checkpointd-writer", daemon=True)
+        self._thread.start()
+        self._handler = await self._exclusive(self._open_handler)
+
+    async def submit(self, command: Command) -> Outcome:
+        """Queue a command; returns once its group has committed (or raises its error)."""
+        if self._closing or self._handler is None:
+            raise UnavailableError("the checkpoint store is closed")
+        await self._slots.acquire()
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda _: self._slots.release())
+        self._inbox.put(_Job(command, future))
+        outcome = await future
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome
+
+    async def exclusive(self, fn: Callable[[CommandHandler], T]) -> T:
+        """Run ``fn(handler)`` alone on the writer thread, between groups."""
+        handler = self._handler
+        if self._closing or handler is None:
+            raise UnavailableError("the checkpoint store is closed")
+        return await self._exclusive(lambda: fn(handler))
+
+    async def _exclusive(self, fn: Callable[[], T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._inbox.put(_Exclusive(fn, future))
+        return await future
+
+    async def close(self) -> None:
+        """Finish every queued command, then close the connection. Idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._closing = True
+        handler, self._handler = self._handler, None
+        if handler is not None:
+            await self._exclusive(handler.conn.close)
+        self._inbox.put(_Stop())
+        await asyncio.to_thread(thread.join)
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if isinstance(item, _Stop):
+                return
+            if isinstance(item, _Exclusive):
+                self._run_exclusive(item)
+                continue
+            group = [item]
+            pending: _Item | None = None
+            while len(group) < self._max_group:
+                try:
+                    nxt = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if not isinstance(nxt, _Job):
+                    pending = nxt
+                    break
+                group.append(nxt)
+            outcomes = self._commit_group([job.command for job in group])
+            self.groups += 1
+            self._call_soon(self._deliver, group, outcomes)
+            if isinstance(pending, _Stop):
+                return
+            if isinstance(pending, _Exclusive):
+                self._run_exclusive(pending)
+
+    def _call_soon(self, fn: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            log.warning("event loop closed before a result could be delivered")
+
+    def _run_exclusive(self, job: _Exclusive) -> None:
+        try:
+            result = job.fn()
+        except Exception as exc:
+            self._call_soon(_set_exception, job.future, _as_checkpoint_error(exc))
+        else:
+            self._call_soon(_set_result, job.future, result)
+
+    def _deliver(self, group: list[_Job], outcomes: list[Outcome]) -> None:
+        """On the loop: resolve the group's futures, then tell the commit listener."""
+        committed: list[EventRecord] = []
+        for job, outcome in zip(group, outcomes, strict=True):
+            committed.extend(outcome.events)
+            _set_result(job.future, outcome)
+        if committed and self._on_commit is not None:
+            try:
+                self._on_commit(committed)
+            except Exception:
+                log.exception("commit listener failed")
+
+    def _commit_group(self, commands: list[Command]) -> list[Outcome]:
+        """One transaction for the whole group; runs on the writer thread.
+
+        If the group fails as a whole (a SQLite error, a command that failed after writing),
+        it is rolled back and its commands are retried one per transaction, so only the culprit
+        fails. A failed COMMIT fails every command of the group: none of them was acknowledged.
+        """
+        handler = self._handler
+        assert handler is not None
+        conn = handler.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes = [handler.handle(command) for command in commands]
+            handler.projector.flush(conn)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            _rollback(conn)
+            handler.reload_head()
+            if len(commands) > 1:
+                return [self._commit_group([command])[0] for command in commands]
+            error = _as_checkpoint_error(exc)
+            log.warning(
+                "command rolled back", command=type(commands[0]).__name__, error=error.message
+            )
+            return [Outcome(error=error)]
+        return outcomes
+
+
+def _set_result(future: asyncio.Future[T], value: T) -> None:
+    if not future.done():  # a caller that gave up (cancelled, timed out) is skipped
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("rollback failed")
+
+
+def _as_checkpoint_error(exc: BaseException) -> CheckpointError:
+    if isinstance(exc, CheckpointError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        return translate(exc)
+    if isinstance(exc, PartialWriteError) and isinstance(exc.__cause__, CheckpointError):
+        return exc.__cause__
+    log.error("unexpected writer failure", exc_info=exc)
+    return InternalError("internal error")
