@@ -64,7 +64,7 @@ async def run(manager: CheckpointManager, n: int, concurrency: int) -> dict[str,
     }
 
 
-async def main() -> None:
+async def main() -> tuple[str, dict[str, Any]]:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--json", default="bench/create.json")
@@ -89,8 +89,9 @@ async def main() -> None:
         "machine": platform.platform(),
         "cpus": os.cpu_count(),
     }
-    Path(args.json).write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    return args.json, {"meta": meta, "results": results}
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    out, report = asyncio.run(main())
+    Path(out).write_text(json.dumps(report, indent=2))
