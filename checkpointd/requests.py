@@ -53,6 +53,19 @@ _SNAKE_TO_WIRE = {
     "step_id": "stepId",
     "expected_version": "expectedVersion",
     "include_snapshot": "includeSnapshot",
+    "checkpoint_id": "checkpointId",
+    "after_seq": "afterSeq",
+    "target_session_id": "targetSessionId",
+    "merge_strategy": "mergeStrategy",
+    "preserve_current_state": "preserveCurrentState",
+    "current_state": "currentState",
+    "conflict_resolution": "conflictResolution",
+    "rollback_on_error": "rollbackOnError",
+    "dry_run": "dryRun",
+    "validate_integrity": "validateIntegrity",
+    "validate_checksum": "validateChecksum",
+    "validate_schema": "validateSchema",
+    "custom_resolver": "customResolver",
 }
 
 

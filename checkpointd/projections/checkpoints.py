@@ -43,7 +43,8 @@ Row = dict[str, Any]
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # Keys sorted as in the canonical event data, so a rebuild writes the very same text.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
 def metadata_columns(metadata: Mapping[str, Any]) -> Row:

@@ -87,9 +87,11 @@ class GroupCommitWriter:
 
     async def submit(self, command: Command) -> Outcome:
         """Queue a command; returns once its group has committed (or raises its error)."""
-        if self._closing or self._handler is None:
-            raise UnavailableError("the checkpoint store is closed")
         await self._slots.acquire()
+        # Checked after the only await: a job queued here is ahead of close()'s final job.
+        if self._closing or self._handler is None:
+            self._slots.release()
+            raise UnavailableError("the checkpoint store is closed")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         future.add_done_callback(lambda _: self._slots.release())
         self._inbox.put(_Job(command, future))
@@ -116,11 +118,13 @@ class GroupCommitWriter:
         if thread is None:
             return
         self._closing = True
-        handler, self._handler = self._handler, None
+        handler = self._handler
         if handler is not None:
+            # Queued behind every job already submitted, which therefore all commit first.
             await self._exclusive(handler.conn.close)
         self._inbox.put(_Stop())
         await asyncio.to_thread(thread.join)
+        self._handler = None
 
     # -- the writer thread ---------------------------------------------------------------
 

@@ -1,0 +1,129 @@
+"""Fixtures for the engine's tests: real SQLite files in ``tmp_path``, a fake clock, view dumps.
+
+``store`` is the API under test. For now it is only the embedded ``CheckpointManager``; the
+contract suite adds a ``CheckpointClient`` over a real NATS server as a second parameter, so tests
+written against ``store`` must use nothing but the public API (no peeking into the database file).
+Tests that inspect the file use ``manager`` and ``db_path`` instead.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from checkpointd import CheckpointManager
+
+# A raw 256-bit key (64 hex digits): used as is, no KDF, so opening stays fast.
+TEST_KEY = "00112233445566778899aabbccddeeff" * 2
+
+PROJECTION_TABLES = ("checkpoints", "lineage", "stats_totals", "stats_counts", "sessions")
+
+OpenManager = Callable[..., Awaitable[CheckpointManager]]
+
+
+class FakeClock:
+    """A clock that stands still until a test moves it; starts at a fixed aware UTC instant."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = start or datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, delta: timedelta) -> None:
+        self._now += delta
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "cp.db"
+
+
+@pytest.fixture
+async def open_manager(db_path: Path, clock: FakeClock) -> AsyncIterator[OpenManager]:
+    """A factory: ``await open_manager(**settings)`` opens a manager on ``db_path`` by default.
+
+    Every manager it opened is closed at teardown (``close()`` is idempotent, so a test may
+    close one itself, e.g. to reopen the file with other settings).
+    """
+    opened: list[CheckpointManager] = []
+
+    async def open_(**settings: Any) -> CheckpointManager:
+        settings.setdefault("database_path", str(db_path))
+        manager = CheckpointManager(clock=settings.pop("clock", clock), **settings)
+        await manager.open()
+        opened.append(manager)
+        return manager
+
+    yield open_
+    for manager in reversed(opened):
+        await manager.close()
+
+
+@pytest.fixture
+async def manager(open_manager: OpenManager) -> CheckpointManager:
+    """An open CheckpointManager on ``tmp_path/cp.db`` with the fake clock; closed at teardown.
+
+    It holds an encryption key but does not encrypt by default, so a create may ask for
+    ``encrypted=True`` per checkpoint (as the seed's full example does).
+    """
+    return await open_manager(encryption_key=TEST_KEY)
+
+
+@pytest.fixture(params=["manager"])
+def store(request: pytest.FixtureRequest) -> Any:
+    """The checkpoint API under test, by name (the contract suite adds ``"client"``)."""
+    return request.getfixturevalue(request.param)
+
+
+def dump_projections(db_path: Path | str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every projection table's rows, sorted, read with plain sqlite3; fails if FTS is damaged.
+
+    Besides the view tables this holds ``checkpoints_fts`` (what FTS returns: the content rows)
+    and ``checkpoints_fts_index`` (every term occurrence the index itself holds, read through
+    fts5vocab), so an index that drifted from its content makes two dumps differ. The FTS
+    integrity checks run first; the ``rank = 1`` form also compares the index with the content
+    table, which the plain form does not do for an external-content table.
+    """
+    with closing(sqlite3.connect(db_path, isolation_level=None, timeout=10)) as conn:
+        conn.execute("INSERT INTO checkpoints_fts (checkpoints_fts) VALUES ('integrity-check')")
+        conn.execute(
+            "INSERT INTO checkpoints_fts (checkpoints_fts, rank) VALUES ('integrity-check', 1)"
+        )
+        dump = {
+            table: sorted(conn.execute(f"SELECT * FROM {table}").fetchall())
+            for table in PROJECTION_TABLES
+        }
+        dump["checkpoints_fts"] = sorted(
+            conn.execute("SELECT rowid, * FROM checkpoints_fts").fetchall()
+        )
+        conn.execute(
+            "CREATE VIRTUAL TABLE temp.fts_terms USING fts5vocab(main, checkpoints_fts, instance)"
+        )
+        dump["checkpoints_fts_index"] = sorted(
+            conn.execute("SELECT * FROM temp.fts_terms").fetchall()
+        )
+    return dump
+
+
+def event_seqs(db_path: Path | str) -> list[int]:
+    """The ``seq`` of every stored event, in order."""
+    with closing(sqlite3.connect(db_path)) as conn:
+        return [row[0] for row in conn.execute("SELECT seq FROM events ORDER BY seq")]
+
+
+def blob_count(db_path: Path | str) -> int:
+    """How many snapshot blobs the ``blobs`` table holds."""
+    with closing(sqlite3.connect(db_path)) as conn:
+        return int(conn.execute("SELECT count(*) FROM blobs").fetchone()[0])
