@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from checkpointd.requests import CreateRequest, UpdateRequest
 from checkpointd.snapshots import EncodedSnapshot
@@ -63,4 +65,31 @@ class ExpireDue:
     limit: int = 500
 
 
-Command = Create | CreateBatch | Update | Delete | ExpireDue
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """Put a session at a (merged) state taken from a checkpoint, optionally backing it up first.
+
+    ``expected_session_seq`` is the session's ``last_seq`` when its current state was read; the
+    restore is refused if the session moved on since (None: the caller gave the state).
+    """
+
+    checkpoint_id: str
+    target_session_id: str
+    strategy: str
+    state_id: str
+    state: EncodedSnapshot
+    conflicts: tuple[Mapping[str, Any], ...]
+    backup: Sealed | None
+    expected_session_seq: int | None
+    context: Context = Context()
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """What the writer reports back for a restore."""
+
+    event_seq: int
+    backup_checkpoint_id: str | None
+
+
+Command = Create | CreateBatch | Update | Delete | ExpireDue | Restore

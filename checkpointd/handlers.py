@@ -124,6 +124,8 @@ class CommandHandler:
                 return self._remove(checkpoint_id, EventType.DELETED, context, {})
             case cmd.ExpireDue():
                 return self._expire_due(command)
+            case cmd.Restore():
+                return self._restore(command)
         raise InvalidRequestError(f"unknown command {type(command).__name__}")
 
     # -- appending -----------------------------------------------------------------------
@@ -306,6 +308,50 @@ class CommandHandler:
             extra = {"retentionExpiresAt": expires_at}
             self._remove(checkpoint_id, EventType.EXPIRED, context, extra)
         return len(due)
+
+    def _restore(self, command: cmd.Restore) -> cmd.Restored:
+        target = command.target_session_id
+        if command.expected_session_seq is not None:
+            row = self.conn.execute(
+                "SELECT last_seq FROM sessions WHERE session_id = ?", (target,)
+            ).fetchone()
+            if (0 if row is None else row[0]) != command.expected_session_seq:
+                raise ConflictError(f"session {target!r} changed while restoring; retry")
+        self._load(command.checkpoint_id)  # it may have been deleted since it was read
+        backup = None if command.backup is None else self._prepare_create(command.backup)
+        stream = f"session:{target}"
+        version = self.conn.execute(
+            "SELECT coalesce(max(version), 0) + 1 FROM events WHERE stream = ?", (stream,)
+        ).fetchone()[0]
+        state = command.state
+        data = {
+            "checkpointId": command.checkpoint_id,
+            "sessionId": target,
+            "strategy": command.strategy,
+            "stateId": command.state_id,
+            "checksum": state.checksum,
+            "size": state.size,
+            "storedSize": state.stored_size,
+            "compression": state.compression.value,
+            "encrypted": state.encrypted,
+            "conflicts": list(command.conflicts),
+            "backupCheckpointId": None if backup is None else backup.checkpoint_id,
+        }
+        data_bytes = canonical_encode(data)
+        if backup is not None:
+            self._write_create(backup, command.context)
+        event = self._append(
+            EventType.RESTORED,
+            stream=stream,
+            session_id=target,
+            version=version,
+            at=format_timestamp(self._clock.now()),
+            context=command.context,
+            data=data_bytes,
+        )
+        self.conn.execute("INSERT INTO blobs (seq, data) VALUES (?, ?)", (event.seq, state.blob))
+        self.projector.apply(self.conn, event, data)
+        return cmd.Restored(event.seq, None if backup is None else backup.checkpoint_id)
 
     def _load(self, checkpoint_id: str) -> Row:
         row = checkpoints.load(self.conn, checkpoint_id)

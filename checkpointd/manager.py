@@ -12,7 +12,7 @@ import asyncio
 import os
 import sqlite3
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Self
@@ -22,20 +22,27 @@ import structlog
 from checkpointd import commands as cmd
 from checkpointd.clock import Clock, SystemClock
 from checkpointd.config import Config
-from checkpointd.errors import ConfigError, InvalidRequestError, UnavailableError
+from checkpointd.errors import ConfigError, InvalidRequestError, NotFoundError, UnavailableError
 from checkpointd.events.verify import verify_file
 from checkpointd.handlers import CommandHandler, seal_snapshot
+from checkpointd.merge import diff_states
 from checkpointd.models import Checkpoint, History, Lineage, Page, VerifyResult
 from checkpointd.projections import Projector, fts
 from checkpointd.projections.replay import catch_up, rebuild
-from checkpointd.queries import DEFAULT_PAGE_SIZE, ReadModel
+from checkpointd.reads.checkpoints import DEFAULT_PAGE_SIZE, ReadModel
+from checkpointd.reads.search import SearchRequest
+from checkpointd.reads.stats import read_stats
+from checkpointd.reads.validate import validate_stored
 from checkpointd.requests import (
     CreateRequest,
     UpdateRequest,
     batch_items,
     request_mapping,
     text,
+    wire_keys,
 )
+from checkpointd.restore import RestoreRequest, restore
+from checkpointd.results import Diff, RestoreResult, Stats, ValidationReport
 from checkpointd.snapshots import Compression, Keyring, SnapshotCodec
 from checkpointd.storage.readers import ReaderPool
 from checkpointd.storage.schema import migrate
@@ -338,6 +345,94 @@ class CheckpointManager:
         """Re-hash the whole event log; ``ok`` is False at the first changed or missing event."""
         self._require()
         return await asyncio.to_thread(verify_file, os.fspath(self.config.database_path))
+
+    async def search_checkpoints(
+        self,
+        query: str | Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        /,
+        **kwargs: Any,
+    ) -> Page:
+        """Full-text search with filters: ``("milestone", 10)`` or the seed's advanced mapping.
+
+        Keywords (instead of a mapping): ``query``, ``limit``, ``filters``, ``sorting``,
+        ``pagination``. Returns a Page with ``scores`` (higher is more relevant).
+        """
+        _, reads = self._require()
+        if isinstance(query, str) or query is None:
+            data: dict[str, Any] = dict(kwargs)
+            if query is not None:
+                data["query"] = query
+            if limit is not None:
+                data["limit"] = limit
+        else:
+            data = dict(request_mapping(query, kwargs, "search"))
+            if limit is not None:
+                data["limit"] = limit
+        return await reads.search(SearchRequest.from_wire(data))
+
+    async def get_checkpoint_stats(self) -> Stats:
+        """Totals and counts from the maintained projection (no scan)."""
+        _, reads = self._require()
+        return await read_stats(reads.readers)
+
+    async def validate_checkpoint(self, checkpoint_id: str) -> ValidationReport:
+        """Decrypt, decompress, re-checksum, re-size and schema-check one checkpoint.
+
+        Damage is reported (``is_valid`` False), not raised. Raises NotFoundError.
+        """
+        _, reads = self._require()
+        row, blob = await reads.stored(checkpoint_id)
+        return await asyncio.to_thread(validate_stored, reads.codec, row, blob)
+
+    async def restore_checkpoint(
+        self,
+        checkpoint_id: str,
+        options: Mapping[str, Any] | None = None,
+        /,
+        *,
+        custom_resolver: Callable[..., Any] | None = None,
+        **kwargs: Any,
+    ) -> RestoreResult:
+        """Restore a checkpoint into its session (or ``target_session_id``), merging states.
+
+        Keywords: ``target_session_id``, ``merge_strategy`` (overwrite, merge, keep-original),
+        ``preserve_current_state``, ``current_state``, ``custom_resolver``, ``validation``,
+        ``rollback_on_error``, ``notify``, ``timeout`` (seconds), ``dry_run``; or the seed's
+        options mapping (its ``timeout`` in milliseconds). See ``checkpointd.restore``.
+        """
+        writer, reads = self._require()
+        if options is not None:
+            if kwargs:
+                raise InvalidRequestError("pass an options mapping or keywords, not both")
+            request = RestoreRequest.from_wire(checkpoint_id, options, timeout_unit=0.001)
+        else:
+            data = wire_keys(kwargs)
+            if custom_resolver is not None:
+                data["conflictResolution"] = {
+                    **data.get("conflictResolution", {}),
+                    "customResolver": custom_resolver,
+                }
+            request = RestoreRequest.from_wire(checkpoint_id, data, timeout_unit=1.0)
+        assert self._codec is not None
+        return await restore(
+            request, reads=reads, writer=writer, codec=self._codec, config=self.config
+        )
+
+    async def diff_checkpoints(self, before_id: str, after_id: str) -> Diff:
+        """The structural differences between two checkpoints' snapshots (JSON Pointer paths)."""
+        _, reads = self._require()
+        before = await self._snapshot_of(reads, before_id)
+        after = await self._snapshot_of(reads, after_id)
+        changes = diff_states(before, after)
+        return Diff(tuple(change.to_wire() for change in changes))
+
+    @staticmethod
+    async def _snapshot_of(reads: ReadModel, checkpoint_id: str) -> Mapping[str, Any]:
+        found = await reads.get(checkpoint_id, include_snapshot=True)
+        if found is None or found.snapshot is None:
+            raise NotFoundError("checkpoint", checkpoint_id)
+        return found.snapshot
 
     async def get_lineage(self, checkpoint_id: str) -> Lineage:
         """Live ancestors and descendants through parent and restore links, nearest first."""

@@ -109,12 +109,17 @@ class Checkpoint:
 
 @dataclass(frozen=True, slots=True)
 class Page(Sequence[Checkpoint]):
-    """One page of checkpoints: a sequence, plus the total count over all pages."""
+    """One page of checkpoints: a sequence, plus the total count over all pages.
+
+    ``scores`` is set by search: one relevance score per item (higher is better; None when the
+    search had no text), in item order.
+    """
 
     items: tuple[Checkpoint, ...]
     total: int
     page: int
     page_size: int
+    scores: tuple[float | None, ...] = ()
 
     @overload
     def __getitem__(self, index: int) -> Checkpoint: ...
@@ -130,8 +135,11 @@ class Page(Sequence[Checkpoint]):
         return iter(self.items)
 
     def to_wire(self) -> dict[str, Any]:
+        items = [cp.to_wire() for cp in self.items]
+        for item, score in zip(items, self.scores, strict=False):
+            item["score"] = score
         return {
-            "items": [cp.to_wire() for cp in self.items],
+            "items": items,
             "total": self.total,
             "page": self.page,
             "pageSize": self.page_size,
@@ -139,11 +147,14 @@ class Page(Sequence[Checkpoint]):
 
     @classmethod
     def from_wire(cls, wire: Mapping[str, Any]) -> Page:
+        items = wire["items"]
+        scored = bool(items) and all("score" in item for item in items)
         return cls(
-            items=tuple(Checkpoint.from_wire(item) for item in wire["items"]),
+            items=tuple(Checkpoint.from_wire(item) for item in items),
             total=wire["total"],
             page=wire["page"],
             page_size=wire["pageSize"],
+            scores=tuple(item["score"] for item in items) if scored else (),
         )
 
 

@@ -62,6 +62,8 @@ class Projector:
         self._command.count(row, +1)
         lineage.link(conn, event, data["metadata"].get("parentCheckpoint"), lineage.PARENT)
         lineage.link(conn, event, data.get("restoredFrom"), lineage.RESTORED_FROM)
+        # A checkpoint taken from a restored state descends from the checkpoint restored.
+        lineage.link(conn, event, sessions.restored_from(conn, event.session_id), lineage.RESTORE)
         sessions.checkpoint_created(conn, event)
         return row
 
@@ -90,8 +92,7 @@ class Projector:
     def _restored(
         self, conn: sqlite3.Connection, event: EventRecord, data: Mapping[str, Any]
     ) -> None:
-        sessions.state_restored(conn, event, data["stateRef"], data["restoredFrom"])
-        lineage.link(conn, event, data["restoredFrom"], lineage.RESTORED_FROM)
+        sessions.state_restored(conn, event, data["stateId"], data["checkpointId"])
 
     def keep(self) -> None:
         """The current command committed to the group: keep its buffered changes."""

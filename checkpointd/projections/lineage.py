@@ -11,6 +11,7 @@ from checkpointd.events.types import EventRecord
 
 PARENT = "parent"
 RESTORED_FROM = "restoredFrom"
+RESTORE = "restore"
 
 
 def link(conn: sqlite3.Connection, event: EventRecord, parent: str | None, kind: str) -> None:

@@ -2,7 +2,8 @@
 
 A session's state is the state of its newest checkpoint (by creation) or of its last restore,
 whichever came later. When that checkpoint is deleted or expires, the session falls back to its
-newest remaining checkpoint.
+newest remaining checkpoint. ``state_ref`` is the seq of the blob holding the state and
+``state_key`` the id its encryption is bound to (the checkpoint id, or the restore's state id).
 """
 
 from __future__ import annotations
@@ -12,22 +13,33 @@ import sqlite3
 from checkpointd.events.types import EventRecord
 
 _UPSERT = (
-    "INSERT INTO sessions (session_id, state_ref, checkpoint_id, restored_from, last_seq,"
-    " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET"
-    " state_ref = excluded.state_ref, checkpoint_id = excluded.checkpoint_id,"
-    " restored_from = excluded.restored_from, last_seq = excluded.last_seq,"
-    " updated_at = excluded.updated_at"
+    "INSERT INTO sessions (session_id, state_ref, state_key, checkpoint_id, restored_from,"
+    " last_seq, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET"
+    " state_ref = excluded.state_ref, state_key = excluded.state_key,"
+    " checkpoint_id = excluded.checkpoint_id, restored_from = excluded.restored_from,"
+    " last_seq = excluded.last_seq, updated_at = excluded.updated_at"
 )
 
 
+def restored_from(conn: sqlite3.Connection, session_id: str) -> str | None:
+    """The checkpoint the session's current state was restored from, if it was a restore."""
+    row = conn.execute(
+        "SELECT restored_from FROM sessions WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    return None if row is None else row[0]
+
+
 def checkpoint_created(conn: sqlite3.Connection, event: EventRecord) -> None:
-    conn.execute(_UPSERT, (event.session_id, event.seq, event.stream, None, event.seq, event.at))
+    """The session is now at this checkpoint's state (blob at the create event's seq)."""
+    conn.execute(
+        _UPSERT,
+        (event.session_id, event.seq, event.stream, event.stream, None, event.seq, event.at),
+    )
 
 
-def state_restored(
-    conn: sqlite3.Connection, event: EventRecord, state_ref: int, restored_from: str
-) -> None:
-    conn.execute(_UPSERT, (event.session_id, state_ref, None, restored_from, event.seq, event.at))
+def state_restored(conn: sqlite3.Connection, event: EventRecord, key: str, source: str) -> None:
+    """The session is now at a restored state (blob at the restore event's seq)."""
+    conn.execute(_UPSERT, (event.session_id, event.seq, key, None, source, event.seq, event.at))
 
 
 def checkpoint_removed(conn: sqlite3.Connection, event: EventRecord) -> None:
@@ -43,7 +55,7 @@ def checkpoint_removed(conn: sqlite3.Connection, event: EventRecord) -> None:
     ).fetchone()
     ref, checkpoint_id = (None, None) if newest is None else newest
     conn.execute(
-        "UPDATE sessions SET state_ref = ?, checkpoint_id = ?, restored_from = NULL,"
-        " last_seq = ?, updated_at = ? WHERE session_id = ?",
-        (ref, checkpoint_id, event.seq, event.at, event.session_id),
+        "UPDATE sessions SET state_ref = ?, state_key = ?, checkpoint_id = ?,"
+        " restored_from = NULL, last_seq = ?, updated_at = ? WHERE session_id = ?",
+        (ref, checkpoint_id, checkpoint_id, event.seq, event.at, event.session_id),
     )

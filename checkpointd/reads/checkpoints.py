@@ -7,11 +7,12 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from checkpointd.errors import IntegrityError, InvalidRequestError
+from checkpointd.errors import IntegrityError, InvalidRequestError, NotFoundError
 from checkpointd.events import store
 from checkpointd.models import Checkpoint, History, Lineage, Page
 from checkpointd.projections.checkpoints import COLUMNS
 from checkpointd.query.where import compile_order_by, compile_where
+from checkpointd.reads.search import SearchRequest, build_sql, page_from_rows
 from checkpointd.requests import non_negative_int, text
 from checkpointd.rows import checkpoint_from_row
 from checkpointd.snapshots import SnapshotCodec
@@ -23,6 +24,11 @@ MAX_HISTORY = 1000
 # Snapshots bigger than this are decoded off the event loop.
 _OFFLOAD_BYTES = 256 * 1024
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM checkpoints"
+# Row and blob in one statement, so a concurrent delete is seen entirely or not at all.
+_SELECT_WITH_BLOB = (
+    f"SELECT {', '.join('c.' + c for c in COLUMNS)}, b.data"
+    " FROM checkpoints c LEFT JOIN blobs b ON b.seq = c.seq"
+)
 
 
 def _row(values: Sequence[Any]) -> dict[str, Any]:
@@ -44,37 +50,69 @@ class ReadModel:
     """Queries over the projections; snapshots decoded and verified on the way out."""
 
     def __init__(self, readers: ReaderPool, codec: SnapshotCodec, *, verify_checksums: bool):
+        self.readers = readers
+        self.codec = codec
         self._readers = readers
         self._codec = codec
         self._verify = verify_checksums
 
-    async def row(self, checkpoint_id: str) -> dict[str, Any] | None:
-        values = await self._readers.fetchone(f"{_SELECT} WHERE id = ?", (checkpoint_id,))
-        return None if values is None else _row(values)
-
     async def get(self, checkpoint_id: str, *, include_snapshot: bool) -> Checkpoint | None:
-        row = await self.row(text(checkpoint_id, "id"))
-        if row is None:
+        checkpoint_id = text(checkpoint_id, "id")
+        select = _SELECT_WITH_BLOB if include_snapshot else _SELECT
+        found = await self._readers.fetchone(f"{select} WHERE id = ?", (checkpoint_id,))
+        if found is None:
             return None
-        snapshot = await self.snapshot(row) if include_snapshot else None
-        return checkpoint_from_row(row, snapshot=snapshot)
+        return await self._checkpoint(found, include_snapshot=include_snapshot)
 
-    async def blob(self, seq: int) -> bytes | None:
-        found = await self._readers.fetchone("SELECT data FROM blobs WHERE seq = ?", (seq,))
-        return None if found is None else bytes(found[0])
+    async def _checkpoint(self, values: Sequence[Any], *, include_snapshot: bool) -> Checkpoint:
+        """A Checkpoint from a view row, the row's blob (if selected) decoded and verified."""
+        if not include_snapshot:
+            return checkpoint_from_row(_row(values), snapshot=None)
+        row = _row(values[:-1])
+        return checkpoint_from_row(row, snapshot=await self.decode(row, values[-1]))
 
-    async def snapshot(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        """The decoded snapshot of a view row; IntegrityError if it is missing or damaged."""
+    async def decode(self, row: Mapping[str, Any], blob: bytes | None) -> dict[str, Any]:
+        """The snapshot of a view row from its blob; IntegrityError if missing or damaged."""
         checkpoint_id = row["id"]
-        blob = await self.blob(row["seq"])
         if blob is None:
             raise IntegrityError("snapshot bytes are missing", checkpoint_id=checkpoint_id)
         expected = row["checksum"] if self._verify else None
-        if len(blob) > _OFFLOAD_BYTES or row["size"] > _OFFLOAD_BYTES:
+        return await self._decode_blob(checkpoint_id, bytes(blob), expected=expected)
+
+    async def _decode_blob(self, key: str, blob: bytes, *, expected: str | None) -> dict[str, Any]:
+        if len(blob) > _OFFLOAD_BYTES:
             return await asyncio.to_thread(
-                self._codec.decode, checkpoint_id, blob, expected_checksum=expected
+                self._codec.decode, key, blob, expected_checksum=expected
             )
-        return self._codec.decode(checkpoint_id, blob, expected_checksum=expected)
+        return self._codec.decode(key, blob, expected_checksum=expected)
+
+    async def stored(self, checkpoint_id: str) -> tuple[dict[str, Any], bytes | None]:
+        """The view row and the stored blob of a checkpoint, read together.
+
+        Raises NotFoundError if there is no such checkpoint.
+        """
+        found = await self._readers.fetchone(
+            f"{_SELECT_WITH_BLOB} WHERE id = ?", (text(checkpoint_id, "id"),)
+        )
+        if found is None:
+            raise NotFoundError("checkpoint", checkpoint_id)
+        blob = found[-1]
+        return _row(found[:-1]), None if blob is None else bytes(blob)
+
+    async def session_state(self, session_id: str) -> tuple[dict[str, Any], int]:
+        """A session's current state and its ``last_seq`` (``({}, 0)`` for an unknown session)."""
+        found = await self._readers.fetchone(
+            "SELECT s.state_key, s.last_seq, b.data FROM sessions s"
+            " LEFT JOIN blobs b ON b.seq = s.state_ref WHERE s.session_id = ?",
+            (session_id,),
+        )
+        if found is None:
+            return {}, 0
+        key, last_seq, blob = found
+        if key is None or blob is None:
+            return {}, last_seq
+        state = await self._decode_blob(key, bytes(blob), expected=None)
+        return state, last_seq
 
     async def list(
         self,
@@ -97,17 +135,19 @@ class ReadModel:
         total_row = await self._readers.fetchone(
             f"SELECT count(*) FROM checkpoints WHERE {condition}", args
         )
+        select = _SELECT_WITH_BLOB if include_snapshot else _SELECT
         rows = await self._readers.fetchall(
-            f"{_SELECT} WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?",
+            f"{select} WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?",
             (*args, page_size, (page - 1) * page_size),
         )
-        items = []
-        for values in rows:
-            row = _row(values)
-            snapshot = await self.snapshot(row) if include_snapshot else None
-            items.append(checkpoint_from_row(row, snapshot=snapshot))
+        items = [await self._checkpoint(v, include_snapshot=include_snapshot) for v in rows]
         total = 0 if total_row is None else int(total_row[0])
         return Page(items=tuple(items), total=total, page=page, page_size=page_size)
+
+    async def search(self, request: SearchRequest) -> Page:
+        """One page of search results (see ``checkpointd.reads.search``)."""
+        sql, args = build_sql(request)
+        return page_from_rows(request, await self._readers.fetchall(sql, args))
 
     async def history(
         self,

@@ -114,6 +114,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE TABLE sessions (
             session_id    TEXT PRIMARY KEY,
             state_ref     INTEGER,
+            state_key     TEXT,
             checkpoint_id TEXT,
             restored_from TEXT,
             last_seq      INTEGER NOT NULL,

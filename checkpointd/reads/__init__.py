@@ -1,0 +1,1 @@
+"""The read side: queries over the projections on reader connections."""

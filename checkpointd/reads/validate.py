@@ -1,0 +1,66 @@
+"""Validation of one stored snapshot: decrypt, decompress, re-checksum, re-size, check schema.
+
+Damage is reported in the ValidationReport, never raised, so one bad checkpoint can be
+diagnosed without affecting anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from checkpointd.errors import CheckpointError
+from checkpointd.results import ValidationReport
+from checkpointd.snapshots import SnapshotCodec, canonical_decode, checksum
+from checkpointd.snapshots.schema import check_snapshot_schema
+
+
+def validate_stored(
+    codec: SnapshotCodec, row: Mapping[str, Any], blob: bytes | None
+) -> ValidationReport:
+    """Check a view row's blob against the row's recorded checksum, size and the schema."""
+    checkpoint_id = row["id"]
+    if blob is None:
+        return _failed(f"checkpoint {checkpoint_id}: snapshot bytes are missing")
+    try:
+        canonical = codec.open(checkpoint_id, bytes(blob))
+    except CheckpointError as exc:
+        return _failed(exc.message)
+    errors: list[str] = []
+    size_matches = len(canonical) == row["size"]
+    if not size_matches:
+        errors.append(f"size is {len(canonical)} bytes, recorded {row['size']}")
+    checksum_valid = checksum(canonical) == row["checksum"]
+    if not checksum_valid:
+        errors.append(f"checksum is {checksum(canonical)}, recorded {row['checksum']}")
+    if len(blob) != row["stored_size"]:
+        errors.append(f"stored size is {len(blob)} bytes, recorded {row['stored_size']}")
+    try:
+        snapshot = canonical_decode(canonical)
+    except CheckpointError as exc:
+        errors.append(exc.message)
+        return _report(checksum_valid, size_matches, False, errors, [])
+    schema = check_snapshot_schema(snapshot)
+    errors.extend(schema.errors)
+    return _report(checksum_valid, size_matches, schema.valid, errors, list(schema.warnings))
+
+
+def _failed(message: str) -> ValidationReport:
+    return _report(False, False, False, [message], [])
+
+
+def _report(
+    checksum_valid: bool,
+    size_matches: bool,
+    schema_valid: bool,
+    errors: list[str],
+    warnings: list[str],
+) -> ValidationReport:
+    return ValidationReport(
+        is_valid=not errors and checksum_valid and size_matches and schema_valid,
+        checksum_valid=checksum_valid,
+        size_matches=size_matches,
+        schema_valid=schema_valid,
+        errors=tuple(errors),
+        warnings=tuple(warnings),
+    )

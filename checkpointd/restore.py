@@ -1,0 +1,275 @@
+"""Restore: put a session at a checkpoint's state, merged with its current state.
+
+Everything that can refuse a restore — reading and validating the checkpoint, reading the
+session's current state, merging, a custom resolver — runs before anything is written. Then one
+command commits the optional backup checkpoint and the ``checkpoint.restored`` event (with the
+resulting state stored as a blob) in one transaction.
+
+``timeout`` bounds the reading, validation and merge; it is checked once more just before the
+write, and a restore that has reached the writer completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from checkpointd import commands as cmd
+from checkpointd.config import Config
+from checkpointd.errors import IntegrityError, InvalidRequestError, UnavailableError
+from checkpointd.handlers import seal_snapshot
+from checkpointd.ids import new_id
+from checkpointd.merge import MergeResult, Strategy, merge_states
+from checkpointd.reads.checkpoints import ReadModel
+from checkpointd.reads.validate import validate_stored
+from checkpointd.requests import CreateRequest, text, wire_keys
+from checkpointd.results import RestoreResult
+from checkpointd.snapshots import SnapshotCodec, canonical_decode
+from checkpointd.storage.writer import GroupCommitWriter
+
+_FIELDS = frozenset(
+    {
+        "targetSessionId",
+        "mergeStrategy",
+        "preserveCurrentState",
+        "currentState",
+        "conflictResolution",
+        "validation",
+        "rollbackOnError",
+        "notify",
+        "timeout",
+        "dryRun",
+    }
+)
+_VALIDATION = frozenset({"validateIntegrity", "validateChecksum", "validateSchema"})
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreRequest:
+    """A validated restore. ``timeout`` is in seconds."""
+
+    checkpoint_id: str
+    target_session_id: str | None = None
+    strategy: Strategy = Strategy.OVERWRITE
+    preserve_current_state: bool = False
+    current_state: Mapping[str, Any] | None = None
+    resolver: Callable[..., Any] | None = None
+    validate_checksum: bool = True
+    validate_schema: bool = False
+    rollback_on_error: bool = True
+    notify: bool = True
+    timeout: float | None = None
+    dry_run: bool = False
+
+    @classmethod
+    def from_wire(
+        cls, checkpoint_id: Any, data: Mapping[str, Any], *, timeout_unit: float
+    ) -> RestoreRequest:
+        """The seed's options shape; ``timeout_unit`` is 0.001 for the wire's milliseconds.
+
+        Raises:
+            InvalidRequestError: an unknown field, a wrong type, two different strategies.
+        """
+        unknown = sorted(str(k) for k in data if k not in _FIELDS)
+        if unknown:
+            raise InvalidRequestError(f"restore: unknown field(s) {', '.join(unknown)}")
+        resolution = wire_keys(_mapping(data.get("conflictResolution"), "conflictResolution"))
+        strategy = _strategy(data.get("mergeStrategy"), resolution.get("strategy"))
+        resolver = resolution.get("customResolver")
+        if resolver is not None and not callable(resolver):
+            raise InvalidRequestError("must be a callable", field="customResolver")
+        validation = wire_keys(_mapping(data.get("validation"), "validation"))
+        unknown = sorted(str(k) for k in validation if k not in _VALIDATION)
+        if unknown:
+            raise InvalidRequestError(f"unknown field(s) {', '.join(unknown)}", field="validation")
+        current = data.get("currentState")
+        if current is not None and not isinstance(current, Mapping):
+            raise InvalidRequestError("expected an object", field="currentState")
+        target = data.get("targetSessionId")
+        return cls(
+            checkpoint_id=text(checkpoint_id, "id"),
+            target_session_id=None if target is None else text(target, "targetSessionId"),
+            strategy=strategy,
+            preserve_current_state=_flag(data, "preserveCurrentState", False),
+            current_state=current,
+            resolver=resolver,
+            validate_checksum=_flag(validation, "validateChecksum", True)
+            or _flag(validation, "validateIntegrity", True),
+            validate_schema=_flag(validation, "validateSchema", False),
+            rollback_on_error=_flag(data, "rollbackOnError", True),
+            notify=_flag(data, "notify", True),
+            timeout=_timeout(data.get("timeout"), timeout_unit),
+            dry_run=_flag(data, "dryRun", False),
+        )
+
+
+async def restore(
+    request: RestoreRequest,
+    *,
+    reads: ReadModel,
+    writer: GroupCommitWriter,
+    codec: SnapshotCodec,
+    config: Config,
+) -> RestoreResult:
+    """Run a restore as described in the module docstring.
+
+    Raises:
+        NotFoundError: no such checkpoint.
+        IntegrityError: the checkpoint's snapshot is damaged or fails the requested validation
+            (with ``rollback_on_error``, the default; otherwise failures become warnings).
+        ConflictError: the target session changed while the restore was being prepared.
+        UnavailableError: the timeout passed before the write.
+    """
+    deadline = None if request.timeout is None else time.monotonic() + request.timeout
+    try:
+        async with asyncio.timeout(request.timeout):
+            plan = await _plan(request, reads, codec, config)
+    except TimeoutError:
+        raise UnavailableError(
+            f"restore timed out after {request.timeout}s; nothing written"
+        ) from None
+    if request.dry_run:
+        return plan.result(event_seq=None, backup_id=None)
+    if deadline is not None and time.monotonic() > deadline:
+        raise UnavailableError(f"restore timed out after {request.timeout}s; nothing written")
+    outcome = await writer.submit(plan.command)
+    restored = outcome.value
+    assert isinstance(restored, cmd.Restored)
+    return plan.result(event_seq=restored.event_seq, backup_id=restored.backup_checkpoint_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    request: RestoreRequest
+    target: str
+    merged: MergeResult
+    warnings: tuple[str, ...]
+    command: cmd.Restore
+
+    def result(self, *, event_seq: int | None, backup_id: str | None) -> RestoreResult:
+        return RestoreResult(
+            success=True,
+            restored_from=self.request.checkpoint_id,
+            target_session_id=self.target,
+            state=self.merged.state,
+            conflicts=tuple(c.to_wire() for c in self.merged.conflicts),
+            warnings=self.warnings,
+            backup_checkpoint_id=backup_id,
+            event_seq=event_seq,
+        )
+
+
+async def _plan(
+    request: RestoreRequest, reads: ReadModel, codec: SnapshotCodec, config: Config
+) -> _Plan:
+    row, blob = await reads.stored(request.checkpoint_id)
+    snapshot, warnings = await _checked_snapshot(request, row, blob, codec)
+    target = request.target_session_id or row["session_id"]
+    if request.current_state is not None:
+        current, expected_seq = dict(request.current_state), None
+    else:
+        state, last_seq = await reads.session_state(target)
+        current, expected_seq = state, last_seq
+    merged = merge_states(current, snapshot, request.strategy, request.resolver)
+    backup = None
+    if request.preserve_current_state and not request.dry_run:
+        if current:
+            backup = _backup(codec, config, request.checkpoint_id, target, current)
+        else:
+            warnings.append(f"session {target!r} has no current state; no backup was made")
+    state_id = new_id()
+    sealed = await asyncio.to_thread(
+        codec.encode,
+        state_id,
+        merged.state,
+        compress=config.enable_compression,
+        encrypt=config.enable_encryption,
+    )
+    command = cmd.Restore(
+        checkpoint_id=request.checkpoint_id,
+        target_session_id=target,
+        strategy=request.strategy.value,
+        state_id=state_id,
+        state=sealed,
+        conflicts=tuple(c.to_wire() for c in merged.conflicts),
+        backup=backup,
+        expected_session_seq=expected_seq,
+    )
+    return _Plan(request, target, merged, tuple(warnings), command)
+
+
+async def _checked_snapshot(
+    request: RestoreRequest,
+    row: Mapping[str, Any],
+    blob: bytes | None,
+    codec: SnapshotCodec,
+) -> tuple[dict[str, Any], list[str]]:
+    """The checkpoint's snapshot, after the validation the request asks for."""
+    if blob is None:
+        raise IntegrityError("snapshot bytes are missing", checkpoint_id=row["id"])
+    report = await asyncio.to_thread(validate_stored, codec, row, blob)
+    if not (report.checksum_valid and report.size_matches) and request.validate_checksum:
+        reason = "; ".join(report.errors) or "snapshot is damaged"
+        raise IntegrityError(f"restore refused, nothing written: {reason}", checkpoint_id=row["id"])
+    warnings: list[str] = list(report.warnings)
+    if request.validate_schema and not report.schema_valid:
+        if request.rollback_on_error:
+            reason = "; ".join(report.errors)
+            raise IntegrityError(
+                f"restore refused by schema validation, nothing written: {reason}",
+                checkpoint_id=row["id"],
+            )
+        warnings.extend(report.errors)
+    return canonical_decode(codec.open(row["id"], blob)), warnings
+
+
+def _backup(
+    codec: SnapshotCodec, config: Config, source: str, target: str, current: Mapping[str, Any]
+) -> cmd.Sealed:
+    backup = CreateRequest(
+        name=f"backup before restore of {source}",
+        session_id=target,
+        snapshot=current,
+        branches=[],
+        metadata={
+            "priority": "normal",
+            "description": f"State of session {target} before restoring {source}",
+            "tags": ["backup"],
+        },
+    )
+    return seal_snapshot(codec, config, backup)
+
+
+def _mapping(value: Any, field: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError("expected an object", field=field)
+    return value
+
+
+def _strategy(merge: Any, resolution: Any) -> Strategy:
+    if merge is not None and resolution is not None and merge != resolution:
+        raise InvalidRequestError(
+            "mergeStrategy and conflictResolution.strategy disagree", field="mergeStrategy"
+        )
+    chosen = merge if merge is not None else resolution
+    return Strategy.OVERWRITE if chosen is None else Strategy.parse(chosen)
+
+
+def _flag(data: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidRequestError("expected true or false", field=key)
+    return value
+
+
+def _timeout(value: Any, unit: float) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise InvalidRequestError("expected a positive number", field="timeout")
+    return float(value) * unit

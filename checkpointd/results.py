@@ -1,0 +1,160 @@
+"""Results of the read-side and restore operations: stats, validation, restore, diff."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from checkpointd.clock import format_timestamp, parse_timestamp
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRef:
+    """A pointer to a checkpoint: ``id``, ``name`` and ``timestamp`` (stats' oldest/newest)."""
+
+    id: str
+    name: str
+    timestamp: datetime
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "timestamp": format_timestamp(self.timestamp)}
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any] | None) -> CheckpointRef | None:
+        if wire is None:
+            return None
+        return cls(wire["id"], wire["name"], parse_timestamp(wire["timestamp"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Counts and sizes over all live checkpoints, read from the stats projection."""
+
+    total_checkpoints: int
+    total_size: int
+    stored_size: int
+    average_size: float
+    by_feature: Mapping[str, int]
+    by_priority: Mapping[str, int]
+    by_session: Mapping[str, int]
+    oldest_checkpoint: CheckpointRef | None
+    newest_checkpoint: CheckpointRef | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "totalCheckpoints": self.total_checkpoints,
+            "totalSize": self.total_size,
+            "storedSize": self.stored_size,
+            "averageSize": self.average_size,
+            "byFeature": dict(self.by_feature),
+            "byPriority": dict(self.by_priority),
+            "bySession": dict(self.by_session),
+            "oldestCheckpoint": None
+            if self.oldest_checkpoint is None
+            else self.oldest_checkpoint.to_wire(),
+            "newestCheckpoint": None
+            if self.newest_checkpoint is None
+            else self.newest_checkpoint.to_wire(),
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Stats:
+        return cls(
+            total_checkpoints=wire["totalCheckpoints"],
+            total_size=wire["totalSize"],
+            stored_size=wire["storedSize"],
+            average_size=float(wire["averageSize"]),
+            by_feature=wire["byFeature"],
+            by_priority=wire["byPriority"],
+            by_session=wire["bySession"],
+            oldest_checkpoint=CheckpointRef.from_wire(wire.get("oldestCheckpoint")),
+            newest_checkpoint=CheckpointRef.from_wire(wire.get("newestCheckpoint")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationReport:
+    """What ``validate_checkpoint`` found; damage is reported here, not raised."""
+
+    is_valid: bool
+    checksum_valid: bool
+    size_matches: bool
+    schema_valid: bool
+    errors: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "isValid": self.is_valid,
+            "checksumValid": self.checksum_valid,
+            "sizeMatches": self.size_matches,
+            "schemaValid": self.schema_valid,
+            "errors": list(self.errors),
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> ValidationReport:
+        return cls(
+            wire["isValid"],
+            wire["checksumValid"],
+            wire["sizeMatches"],
+            wire["schemaValid"],
+            tuple(wire["errors"]),
+            tuple(wire["warnings"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    """The outcome of a restore; ``event_seq`` is None for a dry run."""
+
+    success: bool
+    restored_from: str
+    target_session_id: str
+    state: Mapping[str, Any]
+    conflicts: tuple[Mapping[str, Any], ...]
+    warnings: tuple[str, ...]
+    backup_checkpoint_id: str | None
+    event_seq: int | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "restoredFrom": self.restored_from,
+            "targetSessionId": self.target_session_id,
+            "state": self.state,
+            "conflicts": [dict(c) for c in self.conflicts],
+            "warnings": list(self.warnings),
+            "backupCheckpointId": self.backup_checkpoint_id,
+            "eventSeq": self.event_seq,
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> RestoreResult:
+        return cls(
+            success=wire["success"],
+            restored_from=wire["restoredFrom"],
+            target_session_id=wire["targetSessionId"],
+            state=wire["state"],
+            conflicts=tuple(wire["conflicts"]),
+            warnings=tuple(wire["warnings"]),
+            backup_checkpoint_id=wire.get("backupCheckpointId"),
+            event_seq=wire.get("eventSeq"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Diff:
+    """Structural differences between two snapshots: ``{path, op, before?, after?}`` each."""
+
+    changes: tuple[Mapping[str, Any], ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"changes": [dict(c) for c in self.changes]}
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Diff:
+        return cls(tuple(wire["changes"]))
