@@ -22,7 +22,8 @@ from checkpointd.query.where import DEFAULT_ORDER_BY, Compiled, compile_order_by
 
 _SCHEMA = """
 CREATE TABLE checkpoints (
-    id TEXT PRIMARY KEY,
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
     name TEXT NOT NULL,
     session_id TEXT NOT NULL,
     timestamp TEXT NOT NULL,
@@ -598,20 +599,20 @@ def test_maximally_nested_filters_run_in_sqlite(db: sqlite3.Connection, where: s
     [
         (None, DEFAULT_ORDER_BY),
         ([], DEFAULT_ORDER_BY),
-        ([("timestamp", "desc")], "timestamp DESC, id DESC"),
-        ([{"field": "timestamp", "direction": "DESC"}], "timestamp DESC, id DESC"),
-        ([{"field": "size"}], "size ASC, id ASC"),
+        ([("timestamp", "desc")], "timestamp DESC, seq DESC"),
+        ([{"field": "timestamp", "direction": "DESC"}], "timestamp DESC, seq DESC"),
+        ([{"field": "size"}], "size ASC, seq ASC"),
         (
             [("sessionId", "Asc"), ("storedSize", "desc")],
-            "session_id ASC, stored_size DESC, id DESC",
+            "session_id ASC, stored_size DESC, seq DESC",
         ),
         ([("id", "desc"), ("name", "asc")], "id DESC, name ASC"),
     ],
 )
-def test_order_by_compiles_to_mapped_columns_with_id_tie_breaker(
+def test_order_by_compiles_to_mapped_columns_with_seq_tie_breaker(
     order_by: list[object] | None, expected: str
 ) -> None:
-    """Sort keys map to SQL columns, and id breaks ties in the last key's direction."""
+    """Sort keys map to SQL columns, and creation order breaks ties in the last key's direction."""
     assert compile_order_by(order_by) == expected  # type: ignore[arg-type]
 
 

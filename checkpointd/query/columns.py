@@ -73,4 +73,4 @@ COLUMNS: Mapping[str, Column] = MappingProxyType(
 )
 """Wire name -> column. The only identifiers a filter or an ``orderBy`` may name."""
 
-DEFAULT_ORDER_BY = "timestamp DESC, id DESC"
+DEFAULT_ORDER_BY = "timestamp DESC, seq DESC"

@@ -20,7 +20,8 @@ def compile_order_by(
 
     Accepts ``[("timestamp", "desc")]`` or the wire form ``[{"field": "timestamp",
     "direction": "DESC"}]`` (direction defaults to ascending). Fields are wire column names.
-    ``id`` is appended with the last key's direction as a tie-breaker, so the order is total.
+    Creation order (the rowid ``seq``) is appended with the last key's direction as a
+    tie-breaker, so the order is total (not needed when sorting on ``id``).
     None or empty gives ``DEFAULT_ORDER_BY``.
 
     Raises:
@@ -39,9 +40,12 @@ def compile_order_by(
     names = [name for name, _ in keys]
     if len(set(names)) != len(names):
         raise InvalidRequestError("a field is sorted on twice", field="orderBy")
-    if "id" not in names:
-        keys.append(("id", keys[-1][1]))
-    return ", ".join(f"{COLUMNS[name].sql} {direction}" for name, direction in keys)
+    order = ", ".join(f"{COLUMNS[name].sql} {direction}" for name, direction in keys)
+    if "id" in names:
+        return order
+    # The rowid (creation order) breaks ties: every index carries it, so SQLite can walk an
+    # index in this order instead of sorting all matching rows.
+    return f"{order}, seq {keys[-1][1]}"
 
 
 def _order_key(item: object, index: int) -> tuple[str, str]:

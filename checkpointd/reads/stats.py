@@ -16,10 +16,10 @@ UNION ALL
 SELECT dimension, key, n, NULL, NULL FROM stats_counts WHERE n > 0
 UNION ALL
 SELECT * FROM (SELECT 'oldest', id, name, timestamp, NULL FROM checkpoints
-               ORDER BY timestamp ASC, id ASC LIMIT 1)
+               ORDER BY timestamp ASC, seq ASC LIMIT 1)
 UNION ALL
 SELECT * FROM (SELECT 'newest', id, name, timestamp, NULL FROM checkpoints
-               ORDER BY timestamp DESC, id DESC LIMIT 1)
+               ORDER BY timestamp DESC, seq DESC LIMIT 1)
 """
 
 
