@@ -212,7 +212,7 @@ async def test_close_finishes_queued_writes(open_manager: OpenManager, db_path: 
     """Writes submitted before close() all commit before the store closes."""
     manager = await open_manager()
     # More writes than one group holds (max_group_size 512), so close() comes mid-stream.
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(10):
         *created, _ = await asyncio.gather(
             *(create(manager, f"cp-{n}") for n in range(1500)), manager.close()
         )

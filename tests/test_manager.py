@@ -459,13 +459,23 @@ async def test_list_by_feature(store: Store) -> None:
     assert ids(filtered) == [b.id]
 
 
-async def test_list_leaves_snapshots_out_unless_asked(store: Store) -> None:
-    """Listed checkpoints carry no snapshot by default, and the snapshot with include_snapshot."""
-    cp = await new_checkpoint(store, snapshot={"state": {"x": 1}})
+async def test_list_leaves_snapshots_out_by_default(store: Store) -> None:
+    """Listed checkpoints carry no snapshot unless it is asked for."""
+    await new_checkpoint(store, snapshot={"state": {"x": 1}})
     bare = await store.get_checkpoints_by_session("s-1")
-    full = await store.get_checkpoints_by_session("s-1", include_snapshot=True)
     assert bare[0].snapshot is None
-    assert full[0].snapshot == cp.snapshot
+
+
+@pytest.mark.parametrize("order_by", [None, [("name", "asc")]])
+async def test_list_with_snapshots(store: Store, order_by: Any) -> None:
+    """include_snapshot=True lists every checkpoint with its snapshot, in any order."""
+    first = await new_checkpoint(store, "a", snapshot={"state": {"x": 1}})
+    second = await new_checkpoint(store, "b", snapshot={"state": {"x": 2}})
+    full = await store.get_checkpoints_by_session("s-1", order_by=order_by, include_snapshot=True)
+    assert sorted((cp.name, cp.snapshot) for cp in full) == [
+        ("a", first.snapshot),
+        ("b", second.snapshot),
+    ]
 
 
 # -- update ------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from that event on, which ``verify_log`` reports as the first bad ``seq``.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -74,21 +74,18 @@ class EventRecord:
 
     def expected_hash(self) -> bytes:
         """The hash this record should carry given its fields and ``prev_hash``."""
-        return chain_hash(
-            self.prev_hash,
-            [
-                self.seq,
-                self.id,
-                self.type,
-                self.stream,
-                self.session_id,
-                self.version,
-                self.at,
-                self.actor,
-                self.causation,
-            ],
-            self.data,
-        )
+        header = [
+            self.seq,
+            self.id,
+            self.type,
+            self.stream,
+            self.session_id,
+            self.version,
+            self.at,
+            self.actor,
+            self.causation,
+        ]
+        return chain_hash(self.prev_hash, header, self.data)
 
 
 def chain_hash(prev_hash: bytes, header: list[Any], data: bytes) -> bytes:
@@ -113,18 +110,18 @@ def seal(
     prev_hash: bytes,
 ) -> EventRecord:
     """A new record chained to ``prev_hash``."""
-    header = [seq, event_id, type.value, stream, session_id, version, at, actor, causation]
-    return EventRecord(
-        seq=seq,
-        id=event_id,
-        type=type.value,
-        stream=stream,
-        session_id=session_id,
-        version=version,
-        at=at,
-        actor=actor,
-        causation=causation,
-        data=data,
-        prev_hash=prev_hash,
-        hash=chain_hash(prev_hash, header, data),
+    unsealed = EventRecord(
+        seq,
+        event_id,
+        type.value,
+        stream,
+        session_id,
+        version,
+        at,
+        actor,
+        causation,
+        data,
+        prev_hash,
+        hash=b"",
     )
+    return replace(unsealed, hash=unsealed.expected_hash())

@@ -25,9 +25,10 @@ MAX_HISTORY = 1000
 _OFFLOAD_BYTES = 256 * 1024
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM checkpoints"
 # Row and blob in one statement, so a concurrent delete is seen entirely or not at all.
+# Only ``checkpoints`` in FROM, so filter and order columns stay unambiguous.
 _SELECT_WITH_BLOB = (
-    f"SELECT {', '.join('c.' + c for c in COLUMNS)}, b.data"
-    " FROM checkpoints c LEFT JOIN blobs b ON b.seq = c.seq"
+    f"SELECT {', '.join(COLUMNS)},"
+    " (SELECT b.data FROM blobs b WHERE b.seq = checkpoints.seq) FROM checkpoints"
 )
 
 
