@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from checkpointd.errors import IntegrityError, InvalidRequestError, NotFoundError
@@ -12,7 +13,7 @@ from checkpointd.events import store
 from checkpointd.models import Checkpoint, History, Lineage, Page
 from checkpointd.projections.checkpoints import COLUMNS
 from checkpointd.query.where import compile_order_by, compile_where
-from checkpointd.reads.search import SearchRequest, build_sql, page_from_rows
+from checkpointd.reads.search import SearchRequest, build_count_sql, build_sql, page_from_rows
 from checkpointd.requests import non_negative_int, text
 from checkpointd.rows import checkpoint_from_row
 from checkpointd.snapshots import SnapshotCodec
@@ -148,7 +149,12 @@ class ReadModel:
     async def search(self, request: SearchRequest) -> Page:
         """One page of search results (see ``checkpointd.reads.search``)."""
         sql, args = build_sql(request)
-        return page_from_rows(request, await self._readers.fetchall(sql, args))
+        page = page_from_rows(request, await self._readers.fetchall(sql, args))
+        if not page.items and request.page > 1:
+            sql, args = build_count_sql(request)
+            found = await self._readers.fetchone(sql, args)
+            page = replace(page, total=0 if found is None else int(found[0]))
+        return page
 
     async def history(
         self,

@@ -1,9 +1,10 @@
 """Search: FTS5 over name, description, tags, feature, author, workflowId, stepId, with filters.
 
 User text becomes quoted terms (``checkpointd.search.terms``), so FTS syntax never reaches
-MATCH. The cost of a very common term is bounded: only the newest ``CANDIDATES`` matching
-checkpoints are ranked (FTS5 walks its index newest-first and stops), so ``total`` counts at most
-that many. Without text, search lists the newest checkpoints matching the filters, bounded alike.
+MATCH. The cost of a very common term is bounded: only the newest ``CANDIDATES`` text matches
+are considered (FTS5 walks its index newest-first and stops), then filtered and ranked, so
+``total`` counts at most that many. Without text, search lists the newest checkpoints matching
+the filters (at most ``CANDIDATES``).
 """
 
 from __future__ import annotations
@@ -82,30 +83,42 @@ class SearchRequest:
 
 def build_sql(request: SearchRequest) -> tuple[str, list[Any]]:
     """The one statement that returns a page of ``(row..., score, total)``."""
-    conditions, args = _filters(request)
-    match = build_match(request.query)
-    where = " AND ".join(conditions) or "1"
+    hits, where, args, scored = _matching(request)
     cols = ", ".join(f"c.{c}" for c in COLUMNS)
-    if match is None:
-        hits = (
-            f"SELECT c.seq AS seq, NULL AS score FROM checkpoints c WHERE {where}"
-            " ORDER BY c.timestamp DESC, c.seq DESC LIMIT ?"
-        )
-        hit_args: list[Any] = [*args, CANDIDATES]
-    else:
-        hits = (
-            "SELECT f.rowid AS seq, bm25(checkpoints_fts) AS score FROM checkpoints_fts f"
-            f" JOIN checkpoints c ON c.seq = f.rowid WHERE checkpoints_fts MATCH ? AND {where}"
-            " ORDER BY f.rowid DESC LIMIT ?"
-        )
-        hit_args = [match.expression, *args, CANDIDATES]
     sql = (
-        f"WITH hits AS ({hits}) SELECT {cols}, h.score, count(*) OVER ()"
-        f" FROM hits h JOIN checkpoints c ON c.seq = h.seq"
-        f" ORDER BY {_order(request, has_score=match is not None)} LIMIT ? OFFSET ?"
+        f"{hits} SELECT {cols}, h.score, count(*) OVER ()"
+        f" FROM hits h JOIN checkpoints c ON c.seq = h.seq WHERE {where}"
+        f" ORDER BY {_order(request, has_score=scored)} LIMIT ? OFFSET ?"
     )
     offset = (request.page - 1) * request.page_size
-    return sql, [*hit_args, request.page_size, offset]
+    return sql, [*args, request.page_size, offset]
+
+
+def build_count_sql(request: SearchRequest) -> tuple[str, list[Any]]:
+    """The statement counting every match (for a page past the last, which has no rows)."""
+    hits, where, args, _ = _matching(request)
+    sql = f"{hits} SELECT count(*) FROM hits h JOIN checkpoints c ON c.seq = h.seq WHERE {where}"
+    return sql, args
+
+
+def _matching(request: SearchRequest) -> tuple[str, str, list[Any], bool]:
+    """``WITH hits AS (...)``, the outer filter, their arguments, and whether rows are scored."""
+    conditions, args = _filters(request)
+    match = build_match(request.query)
+    if match is None:
+        where = " AND ".join(conditions) or "1"
+        hits = (
+            f"WITH hits AS (SELECT c.seq AS seq, NULL AS score FROM checkpoints c WHERE {where}"
+            " ORDER BY c.timestamp DESC, c.seq DESC LIMIT ?)"
+        )
+        return hits, "1", [*args, CANDIDATES], False
+    # FTS5 walks the term's index newest-first and stops after CANDIDATES rows, so neither a
+    # common term nor a selective filter on it can make the query scan everything.
+    hits = (
+        "WITH hits AS (SELECT rowid AS seq, bm25(checkpoints_fts) AS score FROM checkpoints_fts"
+        " WHERE checkpoints_fts MATCH ? ORDER BY rowid DESC LIMIT ?)"
+    )
+    return hits, " AND ".join(conditions) or "1", [match.expression, CANDIDATES, *args], True
 
 
 def page_from_rows(request: SearchRequest, rows: Sequence[Sequence[Any]]) -> Page:
