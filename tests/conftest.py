@@ -127,3 +127,34 @@ def blob_count(db_path: Path | str) -> int:
     """How many snapshot blobs the ``blobs`` table holds."""
     with closing(sqlite3.connect(db_path)) as conn:
         return int(conn.execute("SELECT count(*) FROM blobs").fetchone()[0])
+
+
+def damage_blob(db_path: Path | str, checkpoint_id: str, offset: int = -1) -> None:
+    """Flip the low bit of one byte of a checkpoint's stored blob (the last byte by default).
+
+    The blob's key is the create event's seq, which is the view row's ``checkpoints.seq``.
+    """
+    with closing(sqlite3.connect(db_path)) as conn, conn:
+        (seq,) = conn.execute(
+            "SELECT seq FROM checkpoints WHERE id = ?", (checkpoint_id,)
+        ).fetchone()
+        (data,) = conn.execute("SELECT data FROM blobs WHERE seq = ?", (seq,)).fetchone()
+        damaged = bytearray(data)
+        damaged[offset] ^= 0x01
+        conn.execute("UPDATE blobs SET data = ? WHERE seq = ?", (bytes(damaged), seq))
+
+
+async def session_state(store: Any, session_id: str) -> Any:
+    """A session's current state, read through the public API alone.
+
+    A dry-run keep-original restore of an empty checkpoint into the session returns the current
+    state unchanged and writes nothing. The empty checkpoint lives in a session of its own, so
+    creating it does not move ``session_id``'s state.
+    """
+    empty = await store.create(
+        name="state probe", session_id=f"probe:{session_id}", snapshot={}, branches=[]
+    )
+    result = await store.restore_checkpoint(
+        empty.id, target_session_id=session_id, merge_strategy="keep-original", dry_run=True
+    )
+    return result.state

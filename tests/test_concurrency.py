@@ -141,11 +141,9 @@ async def test_batch_is_all_or_nothing(
 async def test_failed_batch_leaves_the_projection_position_at_the_log_head(
     manager: CheckpointManager, db_path: Path
 ) -> None:
-    """After a rolled-back batch, the projections' tracking position is the last stored event.
-
-    A position ahead of the log would make catch-up after open skip the events that later take
-    those sequence numbers.
-    """
+    """After a rolled-back batch, the projections' tracking position is the last stored event."""
+    # A position ahead of the log would make catch-up after open skip the events that later
+    # take those sequence numbers.
     await create(manager, "first")
     batch = [item(f"b-{n}", **({"size": 1} if n == 4 else {})) for n in range(8)]
     with pytest.raises(IntegrityError, match="size"):

@@ -55,10 +55,7 @@ def flip(offset: int) -> Any:
 
 
 async def test_wrong_key_fails_the_read_not_the_open(open_manager: OpenManager) -> None:
-    """With the wrong key, reading an encrypted snapshot is IntegrityError naming the checkpoint.
-
-    Opening still works, its other fields are readable, and unencrypted checkpoints read fine.
-    """
+    """A wrong key fails the read of encrypted snapshots, naming the checkpoint, not the open."""
     first = await open_manager(enable_encryption=True, encryption_key=TEST_KEY)
     secret = await create(first, "secret")
     plain = await create(first, "plain", encrypted=False)
@@ -188,6 +185,35 @@ async def test_a_flipped_byte_in_a_blob(
     bare = await reopened.get_checkpoint(victim.id, include_snapshot=False)
     assert bare is not None
     assert bare.checksum == victim.checksum
+
+
+async def test_validate_reports_damage_instead_of_raising(
+    open_manager: OpenManager, db_path: Path
+) -> None:
+    """validate_checkpoint of a damaged blob says it is invalid, and of its neighbour valid."""
+    manager = await open_manager()
+    victim = await create(manager, "victim", compressed=False)
+    bystander = await create(manager, "bystander", compressed=False)
+    await manager.close()
+    edit_blob(db_path, blob_rowids(db_path)[0], flip(-1))
+
+    reopened = await open_manager()
+    damaged = await reopened.validate_checkpoint(victim.id)
+    assert (damaged.is_valid, damaged.checksum_valid) == (False, False)
+    assert damaged.errors
+    assert (await reopened.validate_checkpoint(bystander.id)).is_valid
+
+
+async def test_validate_reports_a_wrong_key(open_manager: OpenManager) -> None:
+    """validate_checkpoint under the wrong key reports the checkpoint invalid, naming the key."""
+    first = await open_manager(enable_encryption=True, encryption_key=TEST_KEY)
+    secret = await create(first, "secret")
+    await first.close()
+
+    wrong = await open_manager(encryption_key=OTHER_KEY)
+    report = await wrong.validate_checkpoint(secret.id)
+    assert report.is_valid is False
+    assert any("key" in error for error in report.errors)
 
 
 async def test_a_blob_moved_to_another_checkpoint(open_manager: OpenManager, db_path: Path) -> None:

@@ -770,6 +770,131 @@ async def test_parent_that_never_existed(store: Store) -> None:
     assert (await store.history()).events == ()
 
 
+# -- the seed's complete example ----------------------------------------------------------------
+
+MILESTONES: list[dict[str, Any]] = [
+    {
+        "name": "start",
+        "description": "Initial state",
+        "snapshot": {"progress": 0, "completed": [], "config": {"started": True}},
+    },
+    {
+        "name": "quarterly",
+        "description": "Q1 milestones reached",
+        "snapshot": {"progress": 25, "completed": [1, 2, 3], "config": {"quarterly": True}},
+        "priority": Priority.NORMAL,
+    },
+    {
+        "name": "milestone-v1.0",
+        "description": "Version 1.0 release",
+        "snapshot": {
+            "progress": 100,
+            "completed": [1, 2, 3, 4, 5, 6],
+            "config": {"version": "1.0.0", "released": True, "features": ["auth", "api"]},
+        },
+        "priority": Priority.HIGH,
+        "tags": ["release", "stable", "production"],
+    },
+]
+
+
+async def test_the_seeds_complete_example(store: Store) -> None:
+    """The seed's walkthrough: create milestones, search, stats, restore, clean up old ones."""
+    taken = datetime.now(UTC) - timedelta(days=10)
+    created = [
+        await store.create(
+            {
+                "name": m["name"],
+                "sessionId": "director-1",
+                "timestamp": taken + timedelta(minutes=n),
+                "snapshot": m["snapshot"],
+                "branches": ["main"],
+                "metadata": {
+                    "feature": "version-release",
+                    "priority": m.get("priority", Priority.NORMAL),
+                    "author": "release-manager",
+                    "description": m["description"],
+                    "tags": m.get("tags", ["checkpoint"]),
+                },
+            }
+        )
+        for n, m in enumerate(MILESTONES)
+    ]
+    # "milestone" is a prefix of the last term, so "milestones" in a description matches too.
+    found = await store.search_checkpoints("milestone")
+    assert sorted(cp.name for cp in found) == ["milestone-v1.0", "quarterly"]
+
+    stats = await store.get_checkpoint_stats()
+    assert stats.total_checkpoints == 3
+    assert stats.total_size == sum(cp.size for cp in created)
+    assert stats.average_size == pytest.approx(stats.total_size / 3)
+    assert dict(stats.by_feature) == {"version-release": 3}
+    assert dict(stats.by_priority) == {"normal": 2, "high": 1}
+    assert stats.oldest_checkpoint is not None
+    assert stats.oldest_checkpoint.name == "start"
+
+    milestone = created[2]
+    result = await store.restore_checkpoint(
+        milestone.id,
+        {
+            "targetSessionId": "director-1",
+            "preserveCurrentState": False,
+            "mergeStrategy": "overwrite",
+        },
+    )
+    assert (result.success, result.restored_from) == (True, milestone.id)
+    assert result.state == milestone.snapshot
+    assert result.backup_checkpoint_id is None
+
+    old = await store.get_checkpoints_by_session(
+        "director-1", where="timestamp < ?", params=[datetime.now(UTC) - timedelta(days=7)]
+    )
+    assert len(old) == 3
+    for cp in old:
+        if cp.name != "milestone-v1.0":
+            assert await store.delete_checkpoint(cp.id)
+    final = await store.get_checkpoint_stats()
+    assert final.total_checkpoints == 1
+    assert final.total_size == milestone.size
+
+
+async def test_restore_is_recorded_in_the_history(store: Store) -> None:
+    """A restore appends a checkpoint.restored event to its target session, at eventSeq."""
+    cp = await new_checkpoint(store, snapshot={"state": {"step": 1}})
+    await new_checkpoint(store, "later", snapshot={"state": {"step": 2}})
+    result = await store.restore_checkpoint(cp.id)
+    assert result.state == cp.snapshot
+    assert result.target_session_id == "s-1"
+    history = await store.history({"sessionId": "s-1"})
+    restored = history.events[-1]
+    assert (restored.type, restored.seq) == ("checkpoint.restored", result.event_seq)
+
+
+async def test_validate_a_healthy_checkpoint(store: Store) -> None:
+    """validate_checkpoint reports a stored checkpoint valid on every count."""
+    cp = await new_checkpoint(store, snapshot={"sessions": ["s-1"], "state": {"progress": 50}})
+    report = await store.validate_checkpoint(cp.id)
+    assert (report.is_valid, report.checksum_valid, report.size_matches, report.schema_valid) == (
+        True,
+        True,
+        True,
+        True,
+    )
+    assert report.errors == ()
+
+
+async def test_diff_of_two_checkpoints(store: Store) -> None:
+    """diff_checkpoints lists added, removed and replaced paths as JSON Pointers."""
+    a = await new_checkpoint(store, "a", snapshot={"state": {"x": 1, "gone": True}, "l": [1]})
+    b = await new_checkpoint(store, "b", snapshot={"state": {"x": 2, "new": "y"}, "l": [1]})
+    diff = await store.diff_checkpoints(a.id, b.id)
+    assert sorted((c["path"], c["op"]) for c in diff.changes) == [
+        ("/state/gone", "remove"),
+        ("/state/new", "add"),
+        ("/state/x", "replace"),
+    ]
+
+
 # -- rebuild -----------------------------------------------------------------------------------
 
 
@@ -789,11 +914,9 @@ async def test_rebuild_replays_every_event(manager: CheckpointManager, db_path: 
 
 
 async def test_rebuild_keeps_metadata_key_order(manager: CheckpointManager, db_path: Path) -> None:
-    """A rebuild reproduces the checkpoints view byte for byte, metadata given in any key order.
-
-    (The live view once kept the request's key order while a rebuild wrote the sorted keys of
-    the canonical event data.)
-    """
+    """A rebuild reproduces the checkpoints view byte for byte, metadata given in any key order."""
+    # Regression: the live view kept the request's key order, a rebuild the sorted keys of the
+    # canonical event data.
     cp = await new_checkpoint(manager, metadata={"tags": ["b"], "feature": "auth"})
     await new_checkpoint(manager, "other", metadata={"workflowId": "wf-1", "author": "dev"})
     await manager.update_checkpoint(cp.id, {"metadata": {"stepId": "s", "feature": "billing"}})

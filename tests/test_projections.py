@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from checkpointd import Checkpoint, CheckpointManager, Priority
+from checkpointd.clock import parse_timestamp
 from checkpointd.errors import CheckpointError
 
 SESSIONS = ("s-1", "s-2", "s-3")
@@ -84,10 +85,18 @@ class Batch:
 
 
 @dataclass(frozen=True)
+class Restore:
+    target: int
+    session: str | None  # None: the checkpoint's own session
+    strategy: str
+    preserve: bool
+
+
+@dataclass(frozen=True)
 class Together:
     """Commands submitted at once, so the writer commits them in one group."""
 
-    ops: tuple[Create | Update | Delete | Batch, ...]
+    ops: tuple[Create | Update | Delete | Batch | Restore, ...]
 
 
 creates = st.builds(
@@ -114,15 +123,30 @@ batches = st.builds(
     items=st.lists(creates, min_size=1, max_size=5).map(tuple),
     bad_item=st.one_of(st.none(), st.integers(0, 4)),
 )
-together = st.builds(
-    Together,
-    ops=st.lists(st.one_of(creates, updates, deletes, batches), min_size=2, max_size=8).map(tuple),
+restores = st.builds(
+    Restore,
+    target=st.integers(0, 50),
+    session=st.one_of(st.none(), st.sampled_from(SESSIONS)),
+    strategy=st.sampled_from(["overwrite", "merge", "keep-original"]),
+    preserve=st.booleans(),
 )
-commands = st.lists(
-    st.one_of(creates, creates, updates, deletes, expiries, batches, together),
-    min_size=5,
-    max_size=40,
-)
+
+
+def command_lists(*extra: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]]:
+    single = [creates, creates, updates, deletes, expiries, batches, *extra]
+    together = st.builds(
+        Together,
+        ops=st.lists(
+            st.one_of(creates, updates, deletes, batches, *extra), min_size=2, max_size=8
+        ).map(tuple),
+    )
+    return st.lists(st.one_of(*single, together), min_size=5, max_size=40)
+
+
+commands = command_lists()
+# Restores move a session's state away from its newest checkpoint, so the sessions property
+# below uses the sequences without them; the rebuild and stats properties use both.
+commands_with_restores = command_lists(restores)
 
 
 @dataclass
@@ -172,6 +196,13 @@ class Run:
                 await self.manager.delete_expired_checkpoints()
             case Batch():
                 await self.batch(op)
+            case Restore(target, session, strategy, preserve):
+                await self.manager.restore_checkpoint(
+                    self.pick(target),
+                    target_session_id=session,
+                    merge_strategy=strategy,
+                    preserve_current_state=preserve,
+                )
             case Together(ops):
                 await asyncio.gather(*(self.run(o) for o in ops), return_exceptions=True)
 
@@ -204,7 +235,7 @@ EXAMPLES = settings(max_examples=25, deadline=None)
 
 
 @EXAMPLES
-@given(ops=commands)
+@given(ops=commands_with_restores)
 def test_live_projections_equal_a_rebuild(
     tmp_path_factory: pytest.TempPathFactory, ops: list[object]
 ) -> None:
@@ -232,9 +263,9 @@ RECOUNT_COUNTS = """
 
 
 @EXAMPLES
-@given(ops=commands)
+@given(ops=commands_with_restores)
 def test_stats_equal_a_recount(tmp_path_factory: pytest.TempPathFactory, ops: list[object]) -> None:
-    """The maintained stats counters equal counting the live checkpoints from scratch."""
+    """The maintained stats counters, and get_checkpoint_stats, equal a recount from scratch."""
     db_path = fresh_db(tmp_path_factory)
 
     async def check(manager: CheckpointManager) -> None:
@@ -243,9 +274,32 @@ def test_stats_equal_a_recount(tmp_path_factory: pytest.TempPathFactory, ops: li
                 "SELECT checkpoints, total_size, stored_size FROM stats_totals"
             ).fetchall()
             counts = conn.execute("SELECT dimension, key, n FROM stats_counts").fetchall()
-            assert totals == conn.execute(RECOUNT_TOTALS).fetchall()
-            assert sorted(counts) == sorted(conn.execute(RECOUNT_COUNTS).fetchall())
+            recount = conn.execute(RECOUNT_TOTALS).fetchall()
+            by = sorted(conn.execute(RECOUNT_COUNTS).fetchall())
+            edges = conn.execute(
+                "SELECT min(timestamp), max(timestamp) FROM checkpoints"
+            ).fetchone()
+        assert totals == recount
+        assert sorted(counts) == by
         assert all(n > 0 for _, _, n in counts)
+        stats = await manager.get_checkpoint_stats()
+        ((count, size, stored),) = recount
+        assert (stats.total_checkpoints, stats.total_size, stats.stored_size) == (
+            count,
+            size,
+            stored,
+        )
+        assert stats.average_size == (size / count if count else 0.0)
+        assert dict(stats.by_feature) == {k: n for d, k, n in by if d == "feature"}
+        assert dict(stats.by_priority) == {k: n for d, k, n in by if d == "priority"}
+        assert dict(stats.by_session) == {k: n for d, k, n in by if d == "session"}
+        oldest, newest = stats.oldest_checkpoint, stats.newest_checkpoint
+        if count == 0:
+            assert (oldest, newest) == (None, None)
+        else:
+            assert oldest is not None
+            assert newest is not None
+            assert (oldest.timestamp, newest.timestamp) == tuple(map(parse_timestamp, edges))
 
     asyncio.run(play(db_path, ops, check))
 
