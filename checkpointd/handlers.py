@@ -108,15 +108,14 @@ class CommandHandler:
             if self._appended:
                 raise PartialWriteError(type(command).__name__) from exc
             return Outcome(error=exc)
-        self.projector.keep()
         return Outcome(value=value, events=tuple(self._appended))
 
     def _dispatch(self, command: cmd.Command) -> object:
         match command:
-            case cmd.Create(sealed, context):
-                return self._write_create(self._prepare_create(sealed), context)
+            case cmd.Create(item, context):
+                return self._write_create(self._prepare_create(item), context)
             case cmd.CreateBatch(batch, context):
-                prepared = [self._prepare_create(sealed) for sealed in batch]
+                prepared = [self._prepare_create(item) for item in batch]
                 return [self._write_create(p, context) for p in prepared]
             case cmd.Update(request, context):
                 return self._update(request, context)
@@ -161,8 +160,11 @@ class CommandHandler:
 
     # -- create --------------------------------------------------------------------------
 
-    def _prepare_create(self, sealed: cmd.Sealed) -> _PreparedCreate:
+    def _prepare_create(self, item: CreateRequest | cmd.Sealed) -> _PreparedCreate:
         """Everything that can refuse a create, before anything is written."""
+        sealed = (
+            item if isinstance(item, cmd.Sealed) else seal_snapshot(self._codec, self._config, item)
+        )
         checkpoint_id, request, encoded = sealed.checkpoint_id, sealed.request, sealed.encoded
         for parent in (request.parent_id, request.restored_from):
             if parent is not None and not self._exists_in_log(parent):

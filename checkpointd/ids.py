@@ -7,6 +7,7 @@ instead of redrawn (the ULID "monotonic" rule), so ``id`` order equals creation 
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 
@@ -16,9 +17,15 @@ _RANDOM_BITS = 80
 
 class _Monotonic:
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self._lock = threading.Lock()
         self._last_ms = -1
         self._last_random = 0
+        # Seeded once from the OS; ids need uniqueness, not secrecy, and a syscall per id
+        # (which also releases the GIL) is measurable on the write path.
+        self._random = random.Random(os.urandom(32))  # noqa: S311
 
     def next(self) -> int:
         now_ms = time.time_ns() // 1_000_000
@@ -29,11 +36,13 @@ class _Monotonic:
             else:
                 self._last_ms = now_ms
                 # Leave headroom so increments within one millisecond never overflow.
-                self._last_random = int.from_bytes(os.urandom(10)) >> 1
+                self._last_random = self._random.getrandbits(_RANDOM_BITS - 1)
             return (now_ms << _RANDOM_BITS) | self._last_random
 
 
 _GENERATOR = _Monotonic()
+# A forked child must not repeat its parent's random sequence.
+os.register_at_fork(after_in_child=_GENERATOR.reset)
 
 
 def new_id() -> str:

@@ -211,8 +211,8 @@ class CheckpointManager:
         """
         writer, _ = self._require()
         req = CreateRequest.from_wire(request_mapping(request, fields, "create"))
-        sealed = await self._seal(req)
-        outcome = await writer.submit(cmd.Create(sealed, cmd.Context(actor=req.created_by)))
+        item = await self._sealed_if_big(req)
+        outcome = await writer.submit(cmd.Create(item, cmd.Context(actor=req.created_by)))
         assert isinstance(outcome.value, Checkpoint)
         return outcome.value
 
@@ -223,16 +223,17 @@ class CheckpointManager:
             CreateRequest.from_wire(request_mapping(item, {}, "create"))
             for item in batch_items(requests)
         )
-        sealed = tuple([await self._seal(req) for req in reqs])
-        outcome = await writer.submit(cmd.CreateBatch(sealed))
+        items = tuple([await self._sealed_if_big(req) for req in reqs])
+        outcome = await writer.submit(cmd.CreateBatch(items))
         assert isinstance(outcome.value, list)
         return outcome.value
 
-    async def _seal(self, request: CreateRequest) -> cmd.Sealed:
+    async def _sealed_if_big(self, request: CreateRequest) -> CreateRequest | cmd.Sealed:
+        """A big snapshot is encoded now on a worker thread; a small one by the writer."""
         assert self._codec is not None
         if _looks_big(request.snapshot):
             return await asyncio.to_thread(seal_snapshot, self._codec, self.config, request)
-        return seal_snapshot(self._codec, self.config, request)
+        return request
 
     async def update_checkpoint(
         self,

@@ -174,10 +174,12 @@ async def _plan(
         state, last_seq = await reads.session_state(target)
         current, expected_seq = state, last_seq
     merged = merge_states(current, snapshot, request.strategy, request.resolver)
+    # The restored state (and the backup) hold the checkpoint's content: encrypted if it was.
+    encrypt = config.enable_encryption or bool(row["encrypted"])
     backup = None
     if request.preserve_current_state and not request.dry_run:
         if current:
-            backup = _backup(codec, config, request.checkpoint_id, target, current)
+            backup = _backup(codec, config, request.checkpoint_id, target, current, encrypt=encrypt)
         else:
             warnings.append(f"session {target!r} has no current state; no backup was made")
     state_id = new_id()
@@ -186,7 +188,7 @@ async def _plan(
         state_id,
         merged.state,
         compress=config.enable_compression,
-        encrypt=config.enable_encryption,
+        encrypt=encrypt,
     )
     command = cmd.Restore(
         checkpoint_id=request.checkpoint_id,
@@ -227,7 +229,13 @@ async def _checked_snapshot(
 
 
 def _backup(
-    codec: SnapshotCodec, config: Config, source: str, target: str, current: Mapping[str, Any]
+    codec: SnapshotCodec,
+    config: Config,
+    source: str,
+    target: str,
+    current: Mapping[str, Any],
+    *,
+    encrypt: bool,
 ) -> cmd.Sealed:
     backup = CreateRequest(
         name=f"backup before restore of {source}",
@@ -239,6 +247,7 @@ def _backup(
             "description": f"State of session {target} before restoring {source}",
             "tags": ["backup"],
         },
+        encrypted=encrypt,
     )
     return seal_snapshot(codec, config, backup)
 

@@ -21,12 +21,16 @@ POSITION = "projections"
 
 
 class Projector:
-    """Applies events to the views; stats changes are buffered per command and per group."""
+    """Applies events to the views; stats changes are buffered and written once per group.
+
+    A command only reaches ``apply`` after it has started writing, and a command that fails
+    after writing rolls back its whole group (``discard_group``), so the buffer never holds a
+    failed command's changes.
+    """
 
     def __init__(self, *, fts_enabled: bool) -> None:
         self.fts_enabled = fts_enabled
         self.position = 0
-        self._command = StatsDelta()
         self._group = StatsDelta()
 
     def apply(
@@ -59,7 +63,7 @@ class Projector:
         checkpoints.insert(conn, row)
         if self.fts_enabled:
             fts.add(conn, row)
-        self._command.count(row, +1)
+        self._group.count(row, +1)
         lineage.link(conn, event, data["metadata"].get("parentCheckpoint"), lineage.PARENT)
         lineage.link(conn, event, data.get("restoredFrom"), lineage.RESTORED_FROM)
         # A checkpoint taken from a restored state descends from the checkpoint restored.
@@ -76,7 +80,7 @@ class Projector:
         if self.fts_enabled and fts.changed(before, after):
             fts.drop(conn, before)
             fts.add(conn, after)
-        self._command.recount(before, after)
+        self._group.recount(before, after)
         if "metadata" in changes:
             parent = changes["metadata"].get("parentCheckpoint")
             lineage.relink(conn, event, parent, lineage.PARENT)
@@ -86,7 +90,7 @@ class Projector:
         if self.fts_enabled:
             fts.drop(conn, before)
         checkpoints.remove(conn, before)
-        self._command.count(before, -1)
+        self._group.count(before, -1)
         sessions.checkpoint_removed(conn, event)
 
     def _restored(
@@ -94,24 +98,13 @@ class Projector:
     ) -> None:
         sessions.state_restored(conn, event, data["stateId"], data["checkpointId"])
 
-    def keep(self) -> None:
-        """The current command committed to the group: keep its buffered changes."""
-        self._group.merge(self._command)
-        self._command.clear()
-
-    def discard(self) -> None:
-        """The current command rolled back: forget its buffered changes."""
-        self._command.clear()
-
     def discard_group(self, position: int) -> None:
         """The whole group rolled back."""
-        self._command.clear()
         self._group.clear()
         self.position = position
 
     def flush(self, conn: sqlite3.Connection) -> None:
         """Write buffered changes and the projection position; call inside the transaction."""
-        self.keep()
         self._group.write(conn)
         conn.execute(
             "INSERT INTO projection_position (name, seq) VALUES (?, ?)"

@@ -42,9 +42,13 @@ _SELECT = f"SELECT {', '.join(COLUMNS)} FROM checkpoints"
 Row = dict[str, Any]
 
 
+# Keys sorted as in the canonical event data, so a rebuild writes the very same text. One
+# encoder, built once: json.dumps with options builds a new one per call (this is a hot path).
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
 def dumps(value: Any) -> str:
-    # Keys sorted as in the canonical event data, so a rebuild writes the very same text.
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return _JSON.encode(value)
 
 
 def metadata_columns(metadata: Mapping[str, Any]) -> Row:

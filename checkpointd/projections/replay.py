@@ -15,7 +15,6 @@ def replay(conn: sqlite3.Connection, projector: Projector, after_seq: int) -> in
     count = 0
     for event in store.scan(conn, after_seq):
         projector.apply(conn, event, event.payload())
-        projector.keep()
         count += 1
         if count % _FLUSH_EVERY == 0:
             projector.flush(conn)

@@ -40,10 +40,6 @@ class StatsDelta:
                 if after[column] is not None:
                     self.counts[(name, after[column])] += 1
 
-    def merge(self, other: StatsDelta) -> None:
-        self.totals.update(other.totals)
-        self.counts.update(other.counts)
-
     def clear(self) -> None:
         self.totals.clear()
         self.counts.clear()

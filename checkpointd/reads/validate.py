@@ -27,14 +27,15 @@ def validate_stored(
     except CheckpointError as exc:
         return _failed(exc.message)
     errors: list[str] = []
+    named = f"checkpoint {checkpoint_id}:"
     size_matches = len(canonical) == row["size"]
     if not size_matches:
-        errors.append(f"size is {len(canonical)} bytes, recorded {row['size']}")
+        errors.append(f"{named} size is {len(canonical)} bytes, recorded {row['size']}")
     checksum_valid = checksum(canonical) == row["checksum"]
     if not checksum_valid:
-        errors.append(f"checksum is {checksum(canonical)}, recorded {row['checksum']}")
+        errors.append(f"{named} checksum is {checksum(canonical)}, recorded {row['checksum']}")
     if len(blob) != row["stored_size"]:
-        errors.append(f"stored size is {len(blob)} bytes, recorded {row['stored_size']}")
+        errors.append(f"{named} stored size is {len(blob)} bytes, recorded {row['stored_size']}")
     try:
         snapshot = canonical_decode(canonical)
     except CheckpointError as exc:
