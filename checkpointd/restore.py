@@ -89,6 +89,9 @@ class RestoreRequest:
         if current is not None and not isinstance(current, Mapping):
             raise InvalidRequestError("expected an object", field="currentState")
         target = data.get("targetSessionId")
+        # Accepted for the seed's shape; integrity (decryption, decompression) is always
+        # checked, since the state has to be read either way.
+        _flag(validation, "validateIntegrity", True)
         return cls(
             checkpoint_id=text(checkpoint_id, "id"),
             target_session_id=None if target is None else text(target, "targetSessionId"),
@@ -96,8 +99,7 @@ class RestoreRequest:
             preserve_current_state=_flag(data, "preserveCurrentState", False),
             current_state=current,
             resolver=resolver,
-            validate_checksum=_flag(validation, "validateChecksum", True)
-            or _flag(validation, "validateIntegrity", True),
+            validate_checksum=_flag(validation, "validateChecksum", True),
             validate_schema=_flag(validation, "validateSchema", False),
             rollback_on_error=_flag(data, "rollbackOnError", True),
             notify=_flag(data, "notify", True),
@@ -174,8 +176,9 @@ async def _plan(
         state, last_seq = await reads.session_state(target)
         current, expected_seq = state, last_seq
     merged = merge_states(current, snapshot, request.strategy, request.resolver)
-    # The restored state (and the backup) hold the checkpoint's content: encrypted if it was.
-    encrypt = config.enable_encryption or bool(row["encrypted"])
+    # The restored state and the backup mix the checkpoint's and the session's content, either
+    # of which may have been encrypted: whenever a key is configured, they are encrypted.
+    encrypt = codec.keyring is not None and codec.keyring.active_id is not None
     backup = None
     if request.preserve_current_state and not request.dry_run:
         if current:
@@ -215,7 +218,9 @@ async def _checked_snapshot(
     report = await asyncio.to_thread(validate_stored, codec, row, blob)
     if not (report.checksum_valid and report.size_matches) and request.validate_checksum:
         reason = "; ".join(report.errors) or "snapshot is damaged"
-        raise IntegrityError(f"restore refused, nothing written: {reason}", checkpoint_id=row["id"])
+        error = IntegrityError(f"restore refused, nothing written: {reason}")
+        error.checkpoint_id = row["id"]  # the reason already names it
+        raise error
     warnings: list[str] = list(report.warnings)
     if request.validate_schema and not report.schema_valid:
         if request.rollback_on_error:
