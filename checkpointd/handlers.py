@@ -82,7 +82,7 @@ class CommandHandler:
     ) -> None:
         self.conn = conn
         self._config = config
-        self._codec = codec
+        self.codec = codec
         self.projector = projector
         self._clock = clock
         self._appended: list[EventRecord] = []
@@ -163,7 +163,7 @@ class CommandHandler:
     def _prepare_create(self, item: CreateRequest | cmd.Sealed) -> _PreparedCreate:
         """Everything that can refuse a create, before anything is written."""
         sealed = (
-            item if isinstance(item, cmd.Sealed) else seal_snapshot(self._codec, self._config, item)
+            item if isinstance(item, cmd.Sealed) else seal_snapshot(self.codec, self._config, item)
         )
         checkpoint_id, request, encoded = sealed.checkpoint_id, sealed.request, sealed.encoded
         for parent in (request.parent_id, request.restored_from):

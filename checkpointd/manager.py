@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -22,13 +21,13 @@ import structlog
 from checkpointd import commands as cmd
 from checkpointd.clock import Clock, SystemClock
 from checkpointd.config import Config
+from checkpointd.engine import open_write_side
 from checkpointd.errors import ConfigError, InvalidRequestError, NotFoundError, UnavailableError
 from checkpointd.events.verify import verify_file
 from checkpointd.handlers import CommandHandler, seal_snapshot
 from checkpointd.merge import diff_states
 from checkpointd.models import Checkpoint, History, Lineage, Page, VerifyResult
-from checkpointd.projections import Projector, fts
-from checkpointd.projections.replay import catch_up, rebuild
+from checkpointd.projections.replay import rebuild
 from checkpointd.reads.checkpoints import DEFAULT_PAGE_SIZE, ReadModel
 from checkpointd.reads.search import SearchRequest
 from checkpointd.reads.stats import read_stats
@@ -43,10 +42,8 @@ from checkpointd.requests import (
 )
 from checkpointd.restore import RestoreRequest, restore
 from checkpointd.results import Diff, RestoreResult, Stats, ValidationReport
-from checkpointd.snapshots import Compression, Keyring, SnapshotCodec
+from checkpointd.snapshots import SnapshotCodec
 from checkpointd.storage.readers import ReaderPool
-from checkpointd.storage.schema import migrate
-from checkpointd.storage.sqlite import connect_writer, translate
 from checkpointd.storage.writer import CommitListener, GroupCommitWriter
 
 log = structlog.get_logger("checkpointd")
@@ -147,48 +144,9 @@ class CheckpointManager:
 
     def _open_handler(self) -> CommandHandler:
         """Build the writer's state; runs on the writer thread."""
-        config = self.config
-        try:
-            conn = connect_writer(config.database_path, config.durability)
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-        try:
-            migrate(conn)
-            self._codec = self._build_codec(_kdf_salt(conn))
-            projector = Projector(fts_enabled=config.enable_fts)
-            handler = CommandHandler(
-                conn, config=config, codec=self._codec, projector=projector, clock=self._clock
-            )
-            caught_up = catch_up(conn, projector)
-            if caught_up:
-                log.info("projections caught up", events=caught_up)
-            _sync_fts_flag(conn, enabled=config.enable_fts)
-        except BaseException:
-            conn.close()
-            raise
+        handler = open_write_side(self.config, self._clock)
+        self._codec = handler.codec
         return handler
-
-    def _build_codec(self, salt: bytes) -> SnapshotCodec:
-        config = self.config
-        secret = config.encryption_secret()
-        if config.enable_encryption and secret is None:
-            raise ConfigError(
-                "encryption_key",
-                None,
-                "enable_encryption is on but no key is set (encryption_key,"
-                " CHECKPOINTD_ENCRYPTION_KEY or encryption_key_file)",
-            )
-        keyring = (
-            None
-            if secret is None and not config.encryption_old_keys
-            else Keyring.from_secrets(secret, config.encryption_old_keys, salt)
-        )
-        return SnapshotCodec(
-            compression=Compression(config.compression_algorithm),
-            compression_level=config.compression_level,
-            keyring=keyring,
-            max_size=config.max_checkpoint_size,
-        )
 
     def _require(self) -> tuple[GroupCommitWriter, ReadModel]:
         if self._writer is None or self._reads is None:
@@ -471,37 +429,19 @@ def _list_options(options: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> 
     }
 
 
-def _looks_big(snapshot: Mapping[str, Any]) -> bool:
-    """A cheap guess whether encoding would block the event loop noticeably (> ~1 ms).
+def _looks_big(snapshot: Mapping[str, Any], depth: int = 2) -> bool:
+    """A cheap guess whether encoding would hold up the writer noticeably (> ~1 ms).
 
-    Looks at top-level values only: a long string or bytes-like blob, or a long list.
+    Looks two levels deep (``{"state": {"blob": ...}}``) for a long string or bytes value or a
+    long container; anything bigger hidden deeper is encoded by the writer all the same.
     """
+    if len(snapshot) > _BIG_CONTAINER:
+        return True
     for value in snapshot.values():
         if isinstance(value, str | bytes) and len(value) > _BIG_VALUE:
             return True
-        if isinstance(value, Mapping | list) and len(value) > _BIG_CONTAINER:
+        if isinstance(value, list) and len(value) > _BIG_CONTAINER:
             return True
-    return len(snapshot) > _BIG_CONTAINER
-
-
-def _kdf_salt(conn: sqlite3.Connection) -> bytes:
-    """The database's random KDF salt, created on first open."""
-    row = conn.execute("SELECT value FROM meta WHERE key = 'kdf_salt'").fetchone()
-    if row is not None:
-        return bytes(row[0])
-    salt = os.urandom(16)
-    conn.execute("INSERT INTO meta (key, value) VALUES ('kdf_salt', ?)", (salt,))
-    return salt
-
-
-def _sync_fts_flag(conn: sqlite3.Connection, *, enabled: bool) -> None:
-    """With FTS off, mark the index stale; with it on again, rebuild a stale index once."""
-    row = conn.execute("SELECT value FROM meta WHERE key = 'fts_stale'").fetchone()
-    stale = row is not None and row[0] == 1
-    if not enabled and not stale:
-        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('fts_stale', 1)")
-    elif enabled and stale:
-        conn.execute("BEGIN IMMEDIATE")
-        fts.rebuild(conn)
-        conn.execute("DELETE FROM meta WHERE key = 'fts_stale'")
-        conn.execute("COMMIT")
+        if depth > 1 and isinstance(value, Mapping) and _looks_big(value, depth - 1):
+            return True
+    return False

@@ -1,0 +1,101 @@
+"""Opening the write side: the connection, migrations, keyring and codec, and the projections.
+
+Runs once, on the writer thread, when a CheckpointManager opens.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import structlog
+
+from checkpointd.clock import Clock
+from checkpointd.config import Config
+from checkpointd.errors import ConfigError
+from checkpointd.handlers import CommandHandler
+from checkpointd.projections import Projector, fts
+from checkpointd.projections.replay import catch_up
+from checkpointd.snapshots import Compression, Keyring, SnapshotCodec
+from checkpointd.storage.schema import migrate
+from checkpointd.storage.sqlite import connect_writer, translate
+
+log = structlog.get_logger("checkpointd")
+
+
+def open_write_side(config: Config, clock: Clock) -> CommandHandler:
+    """Open (creating and migrating) the database and build the command handler over it.
+
+    Projections are caught up with the log if they are behind it (a new projection, or a
+    database written by an older version).
+
+    Raises:
+        ConfigError: the encryption settings are unusable.
+        StorageError, IntegrityError: the database cannot be opened.
+    """
+    try:
+        conn = connect_writer(config.database_path, config.durability)
+    except sqlite3.Error as exc:
+        raise translate(exc) from exc
+    try:
+        migrate(conn)
+        codec = build_codec(config, _kdf_salt(conn))
+        projector = Projector(fts_enabled=config.enable_fts)
+        handler = CommandHandler(conn, config=config, codec=codec, projector=projector, clock=clock)
+        caught_up = catch_up(conn, projector)
+        if caught_up:
+            log.info("projections caught up", events=caught_up)
+        _sync_fts_flag(conn, enabled=config.enable_fts)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise translate(exc) from exc
+    except BaseException:
+        conn.close()
+        raise
+    return handler
+
+
+def build_codec(config: Config, salt: bytes) -> SnapshotCodec:
+    """The snapshot codec the settings describe; the keyring from the key settings."""
+    secret = config.encryption_secret()
+    if config.enable_encryption and secret is None:
+        raise ConfigError(
+            "encryption_key",
+            None,
+            "enable_encryption is on but no key is set (encryption_key,"
+            " CHECKPOINTD_ENCRYPTION_KEY or encryption_key_file)",
+        )
+    keyring = (
+        None
+        if secret is None and not config.encryption_old_keys
+        else Keyring.from_secrets(secret, config.encryption_old_keys, salt)
+    )
+    return SnapshotCodec(
+        compression=Compression(config.compression_algorithm),
+        compression_level=config.compression_level,
+        keyring=keyring,
+        max_size=config.max_checkpoint_size,
+    )
+
+
+def _kdf_salt(conn: sqlite3.Connection) -> bytes:
+    """The database's random KDF salt, created on first open."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'kdf_salt'").fetchone()
+    if row is not None:
+        return bytes(row[0])
+    salt = os.urandom(16)
+    conn.execute("INSERT INTO meta (key, value) VALUES ('kdf_salt', ?)", (salt,))
+    return salt
+
+
+def _sync_fts_flag(conn: sqlite3.Connection, *, enabled: bool) -> None:
+    """With FTS off, mark the index stale; with it on again, rebuild a stale index once."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'fts_stale'").fetchone()
+    stale = row is not None and row[0] == 1
+    if not enabled and not stale:
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('fts_stale', 1)")
+    elif enabled and stale:
+        conn.execute("BEGIN IMMEDIATE")
+        fts.rebuild(conn)
+        conn.execute("DELETE FROM meta WHERE key = 'fts_stale'")
+        conn.execute("COMMIT")
