@@ -235,7 +235,10 @@ async def test_a_blob_moved_to_another_checkpoint(open_manager: OpenManager, db_
 
 
 def edit_event(db_path: Path, seq: int, sql: str, *args: Any) -> None:
+    """Tamper with the log as someone holding the file could: drop the guards, then edit."""
     with closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.execute("DROP TRIGGER events_no_update")
+        conn.execute("DROP TRIGGER events_no_delete")
         conn.execute(sql, (*args, seq))
 
 
@@ -354,3 +357,16 @@ async def test_many_expire_at_once(manager: CheckpointManager, clock: FakeClock)
     clock.advance(timedelta(hours=2))
     assert await manager.delete_expired_checkpoints() == 1000
     assert (await manager.get_checkpoints_by_session("s-1")).total == 0
+
+
+async def test_the_event_log_refuses_edits_through_sql(
+    open_manager: OpenManager, db_path: Path
+) -> None:
+    """Updating or deleting a stored event through SQL is refused by the database itself."""
+    await events_of_three_commands(open_manager)
+    with closing(sqlite3.connect(db_path)) as conn:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("UPDATE events SET actor = 'mallory' WHERE seq = 1")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM events WHERE seq = 1")
+        assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 3

@@ -30,6 +30,12 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
             UNIQUE (stream, version)
         );
         CREATE INDEX events_session ON events (session_id, seq);
+        -- Append-only by construction. Someone with the file can drop these; the hash chain
+        -- is what proves tampering, these keep honest mistakes out.
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
 
         -- Snapshot bytes live apart from the events so delete and expiry can remove them.
         -- Keyed by the seq of the event that stored them (a checkpoint's create event).
@@ -153,6 +159,14 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 def _statements(sql: str) -> list[str]:
-    # executescript() would commit the open transaction; split on the statement terminator
-    # instead (the migration text is ours and has no ';' inside literals).
-    return [part.strip() for part in sql.split(";") if part.strip()]
+    # executescript() would commit the open transaction, so split the script into complete
+    # statements (a trigger body holds ';' of its own).
+    statements: list[str] = []
+    pending = ""
+    for part in sql.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip())
+            pending = ""
+    return statements
