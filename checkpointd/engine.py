@@ -35,6 +35,9 @@ def open_write_side(config: Config, clock: Clock) -> CommandHandler:
     """
     try:
         conn = connect_writer(config.database_path, config.durability)
+    except sqlite3.OperationalError:
+        reason = "cannot open it: does its directory exist, and is it writable?"
+        raise ConfigError("database_path", config.database_path, reason) from None
     except sqlite3.Error as exc:
         raise translate(exc) from exc
     try:

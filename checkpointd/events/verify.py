@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 
 from checkpointd.events import store
 from checkpointd.events.types import GENESIS_HASH
@@ -36,7 +37,8 @@ def verify_chain(conn: sqlite3.Connection, progress: Progress | None = None) -> 
 
 def verify_file(path: str, progress: Progress | None = None) -> VerifyResult:
     """``verify_chain`` on a fresh read-only connection to the database at ``path``."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    uri = Path(path).resolve().as_uri() + "?mode=ro"  # as_uri escapes '?', '#', '%' in paths
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
     try:
         return verify_chain(conn, progress)
     finally:

@@ -198,8 +198,10 @@ class GroupCommitWriter:
             handler.projector.flush(conn)
             conn.execute("COMMIT")
         except Exception as exc:
-            _rollback(conn)
-            handler.reload_head()
+            if not _recover(handler):
+                return [
+                    Outcome(error=UnavailableError("the database is unusable")) for _ in commands
+                ]
             if len(commands) > 1:
                 return [self._commit_group([command])[0] for command in commands]
             error = _as_checkpoint_error(exc)
@@ -220,12 +222,16 @@ def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
         future.set_exception(exc)
 
 
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        try:
-            conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            log.exception("rollback failed")
+def _recover(handler: CommandHandler) -> bool:
+    """Roll back and re-read the chain head; False if even that fails (the writer stays up)."""
+    try:
+        if handler.conn.in_transaction:
+            handler.conn.execute("ROLLBACK")
+        handler.reload_head()
+    except Exception:
+        log.exception("could not recover after a failed group")
+        return False
+    return True
 
 
 def _as_checkpoint_error(exc: BaseException) -> CheckpointError:

@@ -1,0 +1,34 @@
+"""Opening a store: unusual paths, missing directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from checkpointd import CheckpointManager
+from checkpointd.errors import ConfigError
+
+
+async def test_a_path_with_uri_characters_works_end_to_end(tmp_path: Path) -> None:
+    """A database path holding '?', '#', '%' and spaces is created, written and verified."""
+    path = tmp_path / "odd dir #1" / "cp?x=1%20.db"
+    path.parent.mkdir()
+    async with CheckpointManager(database_path=str(path)) as manager:
+        cp = await manager.create(name="a", session_id="s", snapshot={"x": 1}, branches=[])
+        result = await manager.verify_log()
+    assert (result.ok, result.events) == (True, 1)
+    assert path.exists()
+    async with CheckpointManager(database_path=str(path)) as manager:
+        found = await manager.get_checkpoint(cp.id)
+    assert found is not None
+    assert found.snapshot == {"x": 1}
+
+
+async def test_a_missing_directory_is_a_config_error_naming_the_path(tmp_path: Path) -> None:
+    """Opening a database in a directory that does not exist says which setting is wrong."""
+    path = tmp_path / "nowhere" / "cp.db"
+    manager = CheckpointManager(database_path=str(path))
+    with pytest.raises(ConfigError, match=r"database_path.*nowhere.*cannot open"):
+        await manager.open()
+    assert not path.parent.exists()
