@@ -185,9 +185,9 @@ class GroupCommitWriter:
     def _commit_group(self, commands: list[Command]) -> list[Outcome]:
         """One transaction for the whole group; runs on the writer thread.
 
-        If the group fails as a whole (a SQLite error, a command that failed after writing),
-        it is rolled back and its commands are retried one per transaction, so only the culprit
-        fails. A failed COMMIT fails every command of the group: none of them was acknowledged.
+        If the group fails as a whole (a SQLite error, a command that failed after writing, a
+        failed COMMIT), it is rolled back — nothing of it was acknowledged — and its commands
+        are retried one per transaction, so only the culprit fails.
         """
         handler = self._handler
         assert handler is not None
