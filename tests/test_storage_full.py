@@ -11,7 +11,7 @@ import pytest
 from checkpointd import CheckpointManager
 from checkpointd.errors import StorageError
 from checkpointd.handlers import CommandHandler
-from tests.conftest import dump_projections, event_seqs
+from conftest import dump_projections, event_seqs
 
 
 async def cap_pages(manager: CheckpointManager, extra_pages: int | None) -> None:
