@@ -9,6 +9,7 @@ queries go to the read model.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -94,8 +95,10 @@ class CheckpointManager:
             return self
         stack = AsyncExitStack()
         try:
+            # The writer thread must not hold the manager (a partial, not a bound method), so an
+            # unclosed manager can be collected and warn.
             writer = GroupCommitWriter(
-                self._open_handler,
+                functools.partial(open_write_side, self.config, self._clock),
                 max_group=self.config.max_group_size,
                 on_commit=self._on_commit,
             )
@@ -107,7 +110,7 @@ class CheckpointManager:
         except BaseException:
             await stack.aclose()
             raise
-        assert self._codec is not None
+        self._codec = writer.handler.codec
         self._writer = writer
         self._reads = ReadModel(
             readers, self._codec, verify_checksums=self.config.enable_validation
@@ -135,18 +138,16 @@ class CheckpointManager:
         await self.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_stack", None) is not None:
-            warnings.warn(
-                f"unclosed CheckpointManager for {self.config.database_path!r}",
-                ResourceWarning,
-                stacklevel=1,
-            )
-
-    def _open_handler(self) -> CommandHandler:
-        """Build the writer's state; runs on the writer thread."""
-        handler = open_write_side(self.config, self._clock)
-        self._codec = handler.codec
-        return handler
+        if getattr(self, "_stack", None) is None:
+            return
+        warnings.warn(
+            f"unclosed CheckpointManager for {self.config.database_path!r}:"
+            " use 'async with' or 'await close()'",
+            ResourceWarning,
+            stacklevel=1,
+        )
+        if self._writer is not None:
+            self._writer.abandon()
 
     def _require(self) -> tuple[GroupCommitWriter, ReadModel]:
         if self._writer is None or self._reads is None:

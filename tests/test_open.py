@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -32,3 +36,22 @@ async def test_a_missing_directory_is_a_config_error_naming_the_path(tmp_path: P
     with pytest.raises(ConfigError, match=r"database_path.*nowhere.*cannot open"):
         await manager.open()
     assert not path.parent.exists()
+
+
+async def test_an_unclosed_manager_warns_when_collected(tmp_path: Path) -> None:
+    """Dropping an open manager without closing it warns (ResourceWarning naming the file)
+    and its threads stop rather than linger."""
+    before = set(threading.enumerate())
+    manager = CheckpointManager(database_path=str(tmp_path / "cp.db"))
+    await manager.open()
+    started = set(threading.enumerate()) - before
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del manager
+        gc.collect()
+    for thread in started:  # joined while the loop still runs, so their last callbacks land
+        await asyncio.to_thread(thread.join, 5)
+    messages = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    assert any("unclosed CheckpointManager" in m and "cp.db" in m for m in messages)
+    assert started
+    assert not [t.name for t in started if t.is_alive()]

@@ -85,6 +85,18 @@ class GroupCommitWriter:
         self._thread.start()
         self._handler = await self._exclusive(self._open_handler)
 
+    @property
+    def handler(self) -> CommandHandler:
+        """The command handler (and through it the connection and codec) once started."""
+        if self._handler is None:
+            raise UnavailableError("the checkpoint store is closed")
+        return self._handler
+
+    def abandon(self) -> None:
+        """Stop the thread without closing anything (for an owner being garbage-collected)."""
+        self._closing = True
+        self._inbox.put(_Stop())
+
     async def submit(self, command: Command) -> Outcome:
         """Queue a command; returns once its group has committed (or raises its error)."""
         await self._slots.acquire()
