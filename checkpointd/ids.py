@@ -45,11 +45,11 @@ _GENERATOR = _Monotonic()
 os.register_at_fork(after_in_child=_GENERATOR.reset)
 
 
+# Every pair of characters, indexed by 10 bits: 13 lookups make an id instead of 26.
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+
+
 def new_id() -> str:
     """A new 26-character id, unique and sortable by creation time."""
     value = _GENERATOR.next()
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])

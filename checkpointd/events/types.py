@@ -9,7 +9,7 @@ from that event on, which ``verify_log`` reports as the first bad ``seq``.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -74,17 +74,8 @@ class EventRecord:
 
     def expected_hash(self) -> bytes:
         """The hash this record should carry given its fields and ``prev_hash``."""
-        header = [
-            self.seq,
-            self.id,
-            self.type,
-            self.stream,
-            self.session_id,
-            self.version,
-            self.at,
-            self.actor,
-            self.causation,
-        ]
+        header = [self.seq, self.id, self.type, self.stream, self.session_id, self.version]
+        header += [self.at, self.actor, self.causation]
         return chain_hash(self.prev_hash, header, self.data)
 
 
@@ -109,8 +100,11 @@ def seal(
     data: bytes,
     prev_hash: bytes,
 ) -> EventRecord:
-    """A new record chained to ``prev_hash``."""
-    unsealed = EventRecord(
+    """A new record chained to ``prev_hash`` (the header is the record's first nine fields)."""
+    header: list[Any] = [seq, event_id, type.value, stream, session_id, version, at, actor]
+    header.append(causation)
+    record_hash = chain_hash(prev_hash, header, data)
+    return EventRecord(
         seq,
         event_id,
         type.value,
@@ -122,6 +116,5 @@ def seal(
         causation,
         data,
         prev_hash,
-        hash=b"",
+        record_hash,
     )
-    return replace(unsealed, hash=unsealed.expected_hash())
