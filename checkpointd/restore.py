@@ -19,7 +19,12 @@ from typing import Any
 
 from checkpointd import commands as cmd
 from checkpointd.config import Config
-from checkpointd.errors import IntegrityError, InvalidRequestError, UnavailableError
+from checkpointd.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidRequestError,
+    UnavailableError,
+)
 from checkpointd.handlers import seal_snapshot
 from checkpointd.ids import new_id
 from checkpointd.merge import MergeResult, Strategy, merge_states
@@ -44,6 +49,7 @@ _FIELDS = frozenset(
         "dryRun",
     }
 )
+ATTEMPTS = 3
 _VALIDATION = frozenset({"validateIntegrity", "validateChecksum", "validateSchema"})
 
 
@@ -118,29 +124,50 @@ async def restore(
 ) -> RestoreResult:
     """Run a restore as described in the module docstring.
 
+    If the target session moves on between reading its state and writing (another create or
+    restore in it), the restore is planned again from the new state, up to ``ATTEMPTS`` times.
+
     Raises:
         NotFoundError: no such checkpoint.
         IntegrityError: the checkpoint's snapshot is damaged or fails the requested validation
             (with ``rollback_on_error``, the default; otherwise failures become warnings).
-        ConflictError: the target session changed while the restore was being prepared.
+        ConflictError: the target session kept changing through every attempt.
         UnavailableError: the timeout passed before the write.
     """
     deadline = None if request.timeout is None else time.monotonic() + request.timeout
+    for attempt in range(1, ATTEMPTS + 1):
+        plan = await _plan_within(request, deadline, reads, codec, config)
+        if request.dry_run:
+            return plan.result(event_seq=None, backup_id=None)
+        try:
+            outcome = await writer.submit(plan.command)
+        except ConflictError:
+            if attempt == ATTEMPTS or plan.command.expected_session_seq is None:
+                raise
+            continue
+        restored = outcome.value
+        assert isinstance(restored, cmd.Restored)
+        return plan.result(event_seq=restored.event_seq, backup_id=restored.backup_checkpoint_id)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _plan_within(
+    request: RestoreRequest,
+    deadline: float | None,
+    reads: ReadModel,
+    codec: SnapshotCodec,
+    config: Config,
+) -> _Plan:
+    """Plan the restore before the deadline (checked once more after planning)."""
+    remaining = None if deadline is None else deadline - time.monotonic()
     try:
-        async with asyncio.timeout(request.timeout):
+        async with asyncio.timeout(remaining):
             plan = await _plan(request, reads, codec, config)
     except TimeoutError:
-        raise UnavailableError(
-            f"restore timed out after {request.timeout}s; nothing written"
-        ) from None
-    if request.dry_run:
-        return plan.result(event_seq=None, backup_id=None)
-    if deadline is not None and time.monotonic() > deadline:
+        plan = None
+    if plan is None or (deadline is not None and time.monotonic() > deadline):
         raise UnavailableError(f"restore timed out after {request.timeout}s; nothing written")
-    outcome = await writer.submit(plan.command)
-    restored = outcome.value
-    assert isinstance(restored, cmd.Restored)
-    return plan.result(event_seq=restored.event_seq, backup_id=restored.backup_checkpoint_id)
+    return plan
 
 
 @dataclass(frozen=True, slots=True)

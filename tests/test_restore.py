@@ -11,6 +11,7 @@ callables or look into the SQLite file use ``manager``.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import sqlite3
@@ -777,3 +778,29 @@ async def test_merge_is_deterministic(
     for other in results[1:]:
         assert as_json(other.state) == as_json(first.state)
         assert as_json(list(other.conflicts)) == as_json(list(first.conflicts))
+
+
+async def test_a_restore_racing_a_create_merges_with_the_state_the_create_left(
+    manager: CheckpointManager,
+) -> None:
+    """A checkpoint created in the target session while a restore is being prepared is not
+    lost: the restore is planned again from the new state and merges with it."""
+    source = await make(manager, "source", "s-1", {"state": {"v": 2}})
+    await make(manager, "before", "s-1", {"state": {"v": 1}})
+    racing: list[asyncio.Task[Checkpoint]] = []
+
+    def resolver(current: Any, checkpoint: Any) -> Any:
+        # Runs after the session's state was read and before the restore is written: a create
+        # queued now reaches the writer first.
+        if not racing:
+            racing.append(
+                asyncio.ensure_future(make(manager, "racing", "s-1", {"state": {"v": 1, "r": 1}}))
+            )
+        return checkpoint
+
+    result = await manager.restore_checkpoint(
+        source.id, merge_strategy="merge", custom_resolver=resolver
+    )
+    await racing[0]
+    assert result.state == {"state": {"v": 2, "r": 1}}
+    assert await session_state(manager, "s-1") == result.state
