@@ -4,18 +4,30 @@ from checkpointd import errors
 from checkpointd.config import Config
 from checkpointd.manager import CheckpointManager
 from checkpointd.models import Checkpoint, Event, History, Lineage, Page, Priority, VerifyResult
+from checkpointd.results import (
+    CheckpointRef,
+    Diff,
+    RestoreResult,
+    Stats,
+    ValidationReport,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Checkpoint",
     "CheckpointManager",
+    "CheckpointRef",
     "Config",
+    "Diff",
     "Event",
     "History",
     "Lineage",
     "Page",
     "Priority",
+    "RestoreResult",
+    "Stats",
+    "ValidationReport",
     "VerifyResult",
     "__version__",
     "errors",
