@@ -27,6 +27,21 @@ PROJECTION_TABLES = ("checkpoints", "lineage", "stats_totals", "stats_counts", "
 OpenManager = Callable[..., Awaitable[CheckpointManager]]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow", action="store_true", help="also run the long variants (marked slow)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="long variant: run with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 class FakeClock:
     """A clock that stands still until a test moves it; starts at a fixed aware UTC instant."""
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from conftest import dump_projections, event_seqs
 
 from checkpointd import CheckpointManager
@@ -143,12 +144,13 @@ async def check(db_path: Path, acks: Acks) -> None:
         assert dump_projections(db_path) == live
 
 
-def test_sigkill_loses_no_acknowledged_write(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rounds", [3, pytest.param(20, marks=pytest.mark.slow)])
+def test_sigkill_loses_no_acknowledged_write(tmp_path: Path, rounds: int) -> None:
     """Killing the writer process mid-flight keeps every acknowledged write and a valid log."""
     db_path = tmp_path / "cp.db"
     acks = Acks()
-    for round_ in range(1, 4):
+    for round_ in range(1, rounds + 1):
         run_and_kill(db_path, round_, acks, tmp_path / f"child-{round_}.log")
         asyncio.run(check(db_path, acks))
-    assert acks.creates >= 3 * ACKS_PER_ROUND
+    assert acks.creates >= rounds * ACKS_PER_ROUND
     assert acks.deleted
