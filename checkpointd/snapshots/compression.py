@@ -6,8 +6,10 @@ expands to gigabytes (a decompression bomb) is refused after allocating about ``
 
 from __future__ import annotations
 
+import threading
 import zlib
 from enum import StrEnum
+from typing import Any
 
 import zstandard
 
@@ -58,9 +60,22 @@ def compress(data: bytes, algorithm: Compression, level: int | None = None) -> b
         # zlib's gzip wrapper writes mtime 0 and no file name, so equal input gives equal bytes.
         return zlib.compress(data, chosen, wbits=_GZIP_WBITS)
     # The one-shot compressor records the content size, which decompress() relies on.
-    compressor = zstandard.ZstdCompressor(level=chosen, write_checksum=True)
-    compressed: bytes = compressor.compress(data)
+    compressed: bytes = _zstd_compressor(chosen).compress(data)
     return compressed
+
+
+_LOCAL = threading.local()
+
+
+def _zstd_compressor(level: int) -> Any:
+    """One compressor per thread and level: building one costs more than compressing 1 KB,
+    and a compressor must not be used by two threads at once."""
+    cache: dict[int, Any] | None = getattr(_LOCAL, "compressors", None)
+    if cache is None:
+        cache = _LOCAL.compressors = {}
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level, write_checksum=True)
+    return cache[level]
 
 
 def decompress(data: bytes, algorithm: Compression, *, limit: int) -> bytes:
