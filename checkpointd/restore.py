@@ -29,10 +29,10 @@ from checkpointd.handlers import seal_snapshot
 from checkpointd.ids import new_id
 from checkpointd.merge import MergeResult, Strategy, merge_states
 from checkpointd.reads.checkpoints import ReadModel
-from checkpointd.reads.validate import validate_stored
+from checkpointd.reads.validate import inspect_stored
 from checkpointd.requests import CreateRequest, text, wire_keys
 from checkpointd.results import RestoreResult
-from checkpointd.snapshots import SnapshotCodec, canonical_decode
+from checkpointd.snapshots import SnapshotCodec
 from checkpointd.storage.writer import GroupCommitWriter
 
 _FIELDS = frozenset(
@@ -137,7 +137,7 @@ async def restore(
     deadline = None if request.timeout is None else time.monotonic() + request.timeout
     for attempt in range(1, ATTEMPTS + 1):
         plan = await _plan_within(request, deadline, reads, codec, config)
-        if request.dry_run:
+        if plan.command is None:
             return plan.result(event_seq=None, backup_id=None)
         try:
             outcome = await writer.submit(plan.command)
@@ -176,7 +176,7 @@ class _Plan:
     target: str
     merged: MergeResult
     warnings: tuple[str, ...]
-    command: cmd.Restore
+    command: cmd.Restore | None  # None for a dry run, which writes nothing
 
     def result(self, *, event_seq: int | None, backup_id: str | None) -> RestoreResult:
         return RestoreResult(
@@ -203,11 +203,13 @@ async def _plan(
         state, last_seq = await reads.session_state(target)
         current, expected_seq = state, last_seq
     merged = merge_states(current, snapshot, request.strategy, request.resolver)
+    if request.dry_run:
+        return _Plan(request, target, merged, tuple(warnings), command=None)
     # The restored state and the backup mix the checkpoint's and the session's content, either
     # of which may have been encrypted: whenever a key is configured, they are encrypted.
     encrypt = codec.keyring is not None and codec.keyring.active_id is not None
     backup = None
-    if request.preserve_current_state and not request.dry_run:
+    if request.preserve_current_state:
         if current:
             backup = _backup(codec, config, request.checkpoint_id, target, current, encrypt=encrypt)
         else:
@@ -240,10 +242,9 @@ async def _checked_snapshot(
     codec: SnapshotCodec,
 ) -> tuple[dict[str, Any], list[str]]:
     """The checkpoint's snapshot, after the validation the request asks for."""
-    if blob is None:
-        raise IntegrityError("snapshot bytes are missing", checkpoint_id=row["id"])
-    report = await asyncio.to_thread(validate_stored, codec, row, blob)
-    if not (report.checksum_valid and report.size_matches) and request.validate_checksum:
+    report, snapshot = await asyncio.to_thread(inspect_stored, codec, row, blob)
+    checksum_failed = not (report.checksum_valid and report.size_matches)
+    if snapshot is None or (checksum_failed and request.validate_checksum):
         reason = "; ".join(report.errors) or "snapshot is damaged"
         error = IntegrityError(f"restore refused, nothing written: {reason}")
         error.checkpoint_id = row["id"]  # the reason already names it
@@ -257,7 +258,7 @@ async def _checked_snapshot(
                 checkpoint_id=row["id"],
             )
         warnings.extend(report.errors)
-    return canonical_decode(codec.open(row["id"], blob)), warnings
+    return snapshot, warnings
 
 
 def _backup(

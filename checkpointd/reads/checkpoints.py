@@ -54,14 +54,12 @@ class ReadModel:
     def __init__(self, readers: ReaderPool, codec: SnapshotCodec, *, verify_checksums: bool):
         self.readers = readers
         self.codec = codec
-        self._readers = readers
-        self._codec = codec
         self._verify = verify_checksums
 
     async def get(self, checkpoint_id: str, *, include_snapshot: bool) -> Checkpoint | None:
         checkpoint_id = text(checkpoint_id, "id")
         select = _SELECT_WITH_BLOB if include_snapshot else _SELECT
-        found = await self._readers.fetchone(f"{select} WHERE id = ?", (checkpoint_id,))
+        found = await self.readers.fetchone(f"{select} WHERE id = ?", (checkpoint_id,))
         if found is None:
             return None
         return await self._checkpoint(found, include_snapshot=include_snapshot)
@@ -83,17 +81,15 @@ class ReadModel:
 
     async def _decode_blob(self, key: str, blob: bytes, *, expected: str | None) -> dict[str, Any]:
         if len(blob) > _OFFLOAD_BYTES:
-            return await asyncio.to_thread(
-                self._codec.decode, key, blob, expected_checksum=expected
-            )
-        return self._codec.decode(key, blob, expected_checksum=expected)
+            return await asyncio.to_thread(self.codec.decode, key, blob, expected_checksum=expected)
+        return self.codec.decode(key, blob, expected_checksum=expected)
 
     async def stored(self, checkpoint_id: str) -> tuple[dict[str, Any], bytes | None]:
         """The view row and the stored blob of a checkpoint, read together.
 
         Raises NotFoundError if there is no such checkpoint.
         """
-        found = await self._readers.fetchone(
+        found = await self.readers.fetchone(
             f"{_SELECT_WITH_BLOB} WHERE id = ?", (text(checkpoint_id, "id"),)
         )
         if found is None:
@@ -103,7 +99,7 @@ class ReadModel:
 
     async def session_state(self, session_id: str) -> tuple[dict[str, Any], int]:
         """A session's current state and its ``last_seq`` (``({}, 0)`` for an unknown session)."""
-        found = await self._readers.fetchone(
+        found = await self.readers.fetchone(
             "SELECT s.state_key, s.last_seq, b.data FROM sessions s"
             " LEFT JOIN blobs b ON b.seq = s.state_ref WHERE s.session_id = ?",
             (session_id,),
@@ -134,11 +130,11 @@ class ReadModel:
         order = compile_order_by(order_by)
         condition = f"{column} = ?" + (f" AND {compiled.sql}" if compiled.sql else "")
         args = (value, *compiled.params)
-        total_row = await self._readers.fetchone(
+        total_row = await self.readers.fetchone(
             f"SELECT count(*) FROM checkpoints WHERE {condition}", args
         )
         select = _SELECT_WITH_BLOB if include_snapshot else _SELECT
-        rows = await self._readers.fetchall(
+        rows = await self.readers.fetchall(
             f"{select} WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?",
             (*args, page_size, (page - 1) * page_size),
         )
@@ -149,10 +145,10 @@ class ReadModel:
     async def search(self, request: SearchRequest) -> Page:
         """One page of search results (see ``checkpointd.reads.search``)."""
         sql, args = build_sql(request)
-        page = page_from_rows(request, await self._readers.fetchall(sql, args))
+        page = page_from_rows(request, await self.readers.fetchall(sql, args))
         if not page.items and request.page > 1:
             sql, args = build_count_sql(request)
-            found = await self._readers.fetchone(sql, args)
+            found = await self.readers.fetchone(sql, args)
             page = replace(page, total=0 if found is None else int(found[0]))
         return page
 
@@ -178,7 +174,7 @@ class ReadModel:
         elif session_id is not None:
             condition += " AND session_id = ?"
             args.append(text(session_id, "sessionId"))
-        rows = await self._readers.fetchall(
+        rows = await self.readers.fetchall(
             f"{store.SELECT} WHERE {condition} ORDER BY seq LIMIT ?", (*args, limit + 1)
         )
         events = tuple(store.from_row(row).to_model() for row in rows[:limit])
@@ -199,12 +195,12 @@ class ReadModel:
             f"WITH RECURSIVE reach(id) AS (SELECT ? UNION"
             f" SELECT l.{far} FROM lineage l JOIN reach r ON l.{near} = r.id)"
         )
-        edges = await self._readers.fetchall(
+        edges = await self.readers.fetchall(
             f"{reach} SELECT l.{near}, l.{far} FROM lineage l"
             f" WHERE l.{near} IN (SELECT id FROM reach) ORDER BY l.seq",
             (start,),
         )
-        rows = await self._readers.fetchall(
+        rows = await self.readers.fetchall(
             f"{reach} {_SELECT} WHERE id IN (SELECT id FROM reach) AND id != ?", (start, start)
         )
         distance = _distances(start, edges)

@@ -19,13 +19,20 @@ def validate_stored(
     codec: SnapshotCodec, row: Mapping[str, Any], blob: bytes | None
 ) -> ValidationReport:
     """Check a view row's blob against the row's recorded checksum, size and the schema."""
+    return inspect_stored(codec, row, blob)[0]
+
+
+def inspect_stored(
+    codec: SnapshotCodec, row: Mapping[str, Any], blob: bytes | None
+) -> tuple[ValidationReport, dict[str, Any] | None]:
+    """``validate_stored``'s report, and the decoded snapshot when it could be decoded."""
     checkpoint_id = row["id"]
     if blob is None:
-        return _failed(f"checkpoint {checkpoint_id}: snapshot bytes are missing")
+        return _failed(f"checkpoint {checkpoint_id}: snapshot bytes are missing"), None
     try:
         canonical = codec.open(checkpoint_id, bytes(blob))
     except CheckpointError as exc:
-        return _failed(exc.message)
+        return _failed(exc.message), None
     errors: list[str] = []
     named = f"checkpoint {checkpoint_id}:"
     size_matches = len(canonical) == row["size"]
@@ -40,10 +47,11 @@ def validate_stored(
         snapshot = canonical_decode(canonical)
     except CheckpointError as exc:
         errors.append(exc.message)
-        return _report(checksum_valid, size_matches, False, errors, [])
+        return _report(checksum_valid, size_matches, False, errors, []), None
     schema = check_snapshot_schema(snapshot)
     errors.extend(schema.errors)
-    return _report(checksum_valid, size_matches, schema.valid, errors, list(schema.warnings))
+    report = _report(checksum_valid, size_matches, schema.valid, errors, list(schema.warnings))
+    return report, snapshot
 
 
 def _failed(message: str) -> ValidationReport:

@@ -76,7 +76,6 @@ class GroupCommitWriter:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
-        self.groups = 0
 
     async def start(self) -> None:
         """Start the thread and open the connection on it."""
@@ -160,7 +159,6 @@ class GroupCommitWriter:
                     break
                 group.append(nxt)
             outcomes = self._commit_group([job.command for job in group])
-            self.groups += 1
             self._call_soon(self._deliver, group, outcomes)
             if isinstance(pending, _Stop):
                 return
