@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from checkpointd.idempotency import Idempotency
 from checkpointd.requests import CreateRequest, UpdateRequest
 from checkpointd.snapshots import EncodedSnapshot
 
@@ -27,10 +28,14 @@ class Sealed:
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """Who asked and why: stored on every event the command appends."""
+    """Who asked and why (stored on every event the command appends), and its idempotency key."""
 
     actor: str | None = None
     causation: str | None = None
+    idempotency: Idempotency | None = None
+
+
+RETENTION = Context(actor="checkpointd", causation="retention")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +66,23 @@ class Delete:
 
 @dataclass(frozen=True, slots=True)
 class ExpireDue:
-    """Expire up to ``limit`` checkpoints whose retention ended at or before ``now``."""
+    """Expire up to ``limit`` checkpoints whose retention ended at or before ``now``.
+
+    ``prior`` counts what earlier steps of the same call expired (for the keyed reply, which
+    the last step, the one expiring fewer than ``limit``, records).
+    """
 
     now: datetime
     limit: int = 500
+    prior: int = 0
+    context: Context = RETENTION
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetKeys:
+    """Forget the idempotency keys recorded before ``before`` (their retries run again)."""
+
+    before: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +102,8 @@ class Restore:
     backup: Sealed | None
     expected_session_seq: int | None
     context: Context = Context()
+    notify: bool = True
+    merged_state: Mapping[str, Any] = field(default_factory=dict)  # for the notification
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,4 +114,4 @@ class Restored:
     backup_checkpoint_id: str | None
 
 
-Command = Create | CreateBatch | Update | Delete | ExpireDue | Restore
+Command = Create | CreateBatch | Update | Delete | ExpireDue | ForgetKeys | Restore

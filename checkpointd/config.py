@@ -48,6 +48,7 @@ class Config:
     durability: str = "full"
     reader_connections: int = 4
     max_group_size: int = 512
+    idempotency_window: float = 86_400.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -59,7 +60,7 @@ class Config:
         for key in ("max_checkpoint_size", "reader_connections", "max_group_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, getattr(self, key), "must be at least 1")
-        for key in ("cleanup_interval", "metrics_interval"):
+        for key in ("cleanup_interval", "metrics_interval", "idempotency_window"):
             if getattr(self, key) <= 0:
                 raise ConfigError(key, getattr(self, key), "must be positive")
         if self.default_retention_days is not None and self.default_retention_days <= 0:

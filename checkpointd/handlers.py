@@ -30,6 +30,7 @@ from checkpointd.errors import (
 )
 from checkpointd.events import store
 from checkpointd.events.types import EventRecord, EventType, seal
+from checkpointd.idempotency import Idempotency, Replayed, decode_reply, encode_reply
 from checkpointd.ids import new_id
 from checkpointd.models import Checkpoint
 from checkpointd.projections import Projector, checkpoints
@@ -102,13 +103,38 @@ class CommandHandler:
             sqlite3.Error: the database failed; roll the transaction back.
         """
         self._appended = []
+        key = None if isinstance(command, cmd.ForgetKeys) else command.context.idempotency
         try:
+            if key is not None and (replayed := self._replayed(key)) is not None:
+                return Outcome(value=replayed)
             value = self._dispatch(command)
         except CheckpointError as exc:
             if self._appended:
                 raise PartialWriteError(type(command).__name__) from exc
             return Outcome(error=exc)
+        if key is not None and _final(command, value):
+            self.conn.execute(
+                "INSERT INTO idempotency (key, digest, seq, at, reply) VALUES (?, ?, ?, ?, ?)",
+                (
+                    key.key,
+                    key.digest,
+                    self.seq,
+                    format_timestamp(self._clock.now()),
+                    encode_reply(key.render(value)),
+                ),
+            )
         return Outcome(value=value, events=tuple(self._appended))
+
+    def _replayed(self, key: Idempotency) -> Replayed | None:
+        """The stored reply for ``key``; ConflictError if the key came with another request."""
+        found = self.conn.execute(
+            "SELECT digest, reply FROM idempotency WHERE key = ?", (key.key,)
+        ).fetchone()
+        if found is None:
+            return None
+        if bytes(found[0]) != key.digest:
+            raise ConflictError(f"message id {key.key!r} was already used for another request")
+        return Replayed(decode_reply(bytes(found[1])))
 
     def _dispatch(self, command: cmd.Command) -> object:
         match command:
@@ -123,6 +149,11 @@ class CommandHandler:
                 return self._remove(checkpoint_id, EventType.DELETED, context, {})
             case cmd.ExpireDue():
                 return self._expire_due(command)
+            case cmd.ForgetKeys(before):
+                cursor = self.conn.execute(
+                    "DELETE FROM idempotency WHERE at < ?", (format_timestamp(before),)
+                )
+                return cursor.rowcount
             case cmd.Restore():
                 return self._restore(command)
         raise InvalidRequestError(f"unknown command {type(command).__name__}")
@@ -305,10 +336,9 @@ class CommandHandler:
             " WHERE retention_expires_at <= ? ORDER BY retention_expires_at LIMIT ?",
             (format_timestamp(command.now), command.limit),
         ).fetchall()
-        context = cmd.Context(actor="checkpointd", causation="retention")
         for checkpoint_id, expires_at in due:
             extra = {"retentionExpiresAt": expires_at}
-            self._remove(checkpoint_id, EventType.EXPIRED, context, extra)
+            self._remove(checkpoint_id, EventType.EXPIRED, command.context, extra)
         return len(due)
 
     def _restore(self, command: cmd.Restore) -> cmd.Restored:
@@ -360,6 +390,13 @@ class CommandHandler:
         if row is None:
             raise NotFoundError("checkpoint", checkpoint_id)
         return row
+
+
+def _final(command: cmd.Command, value: object) -> bool:
+    """Whether a keyed command's reply is complete (an expiry step short of its limit is)."""
+    return not isinstance(command, cmd.ExpireDue) or (
+        isinstance(value, int) and value < command.limit
+    )
 
 
 def seal_snapshot(codec: SnapshotCodec, config: Config, request: CreateRequest) -> cmd.Sealed:

@@ -14,6 +14,8 @@ import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import replace
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -26,6 +28,7 @@ from checkpointd.engine import open_write_side
 from checkpointd.errors import ConfigError, InvalidRequestError, NotFoundError, UnavailableError
 from checkpointd.events.verify import verify_file
 from checkpointd.handlers import CommandHandler, seal_snapshot
+from checkpointd.idempotency import Replayed, keyed
 from checkpointd.merge import diff_states
 from checkpointd.models import Checkpoint, History, Lineage, Page, VerifyResult
 from checkpointd.projections.replay import rebuild
@@ -158,32 +161,50 @@ class CheckpointManager:
     # -- writes --------------------------------------------------------------------------
 
     async def create(
-        self, request: Mapping[str, Any] | None = None, /, **fields: Any
+        self,
+        request: Mapping[str, Any] | None = None,
+        /,
+        *,
+        idempotency_key: str | None = None,
+        **fields: Any,
     ) -> Checkpoint:
         """Create a checkpoint from keyword arguments or one wire-shaped mapping.
 
-        Durable when it returns. Raises:
+        Durable when it returns. With ``idempotency_key``, a repeated call with the same key and
+        request creates nothing and returns the first result (the same key with another request
+        is a ConflictError); so do the other writing methods. Raises:
             InvalidRequestError: a missing, unknown or wrong-typed field.
             TooLargeError: the snapshot is over ``max_checkpoint_size``.
             IntegrityError: a supplied ``checksum`` or ``size`` does not match.
             NotFoundError: ``parentCheckpoint`` or ``restoredFrom`` names no checkpoint.
         """
         writer, _ = self._require()
-        req = CreateRequest.from_wire(request_mapping(request, fields, "create"))
+        data = request_mapping(request, fields, "create")
+        req = CreateRequest.from_wire(data)
+        key = keyed(idempotency_key, "create", data, _checkpoint_reply)
         item = await self._sealed_if_big(req)
-        outcome = await writer.submit(cmd.Create(item, cmd.Context(actor=req.created_by)))
+        outcome = await writer.submit(cmd.Create(item, cmd.Context(req.created_by, None, key)))
+        if isinstance(outcome.value, Replayed):
+            return replace(Checkpoint.from_wire(outcome.value.reply), snapshot=req.snapshot)
         assert isinstance(outcome.value, Checkpoint)
         return outcome.value
 
-    async def create_batch(self, requests: Sequence[Mapping[str, Any]]) -> list[Checkpoint]:
+    async def create_batch(
+        self, requests: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None
+    ) -> list[Checkpoint]:
         """Create many checkpoints atomically: all of them commit, or none (the first error)."""
         writer, _ = self._require()
-        reqs = tuple(
-            CreateRequest.from_wire(request_mapping(item, {}, "create"))
-            for item in batch_items(requests)
-        )
+        datas = [request_mapping(item, {}, "create") for item in batch_items(requests)]
+        reqs = tuple(CreateRequest.from_wire(data) for data in datas)
+        key = keyed(idempotency_key, "create_batch", datas, _batch_reply)
         items = tuple([await self._sealed_if_big(req) for req in reqs])
-        outcome = await writer.submit(cmd.CreateBatch(items))
+        outcome = await writer.submit(cmd.CreateBatch(items, cmd.Context(idempotency=key)))
+        if isinstance(outcome.value, Replayed):
+            stored = outcome.value.reply["checkpoints"]
+            return [
+                replace(Checkpoint.from_wire(wire), snapshot=req.snapshot)
+                for wire, req in zip(stored, reqs, strict=True)
+            ]
         assert isinstance(outcome.value, list)
         return outcome.value
 
@@ -201,6 +222,7 @@ class CheckpointManager:
         /,
         *,
         expected_version: int | None = None,
+        idempotency_key: str | None = None,
         **fields: Any,
     ) -> Checkpoint:
         """Change ``name``, ``metadata`` (replaced whole), ``branches`` or ``retentionExpiresAt``.
@@ -213,34 +235,59 @@ class CheckpointManager:
         writer, _ = self._require()
         data = request_mapping(changes, fields, "update")
         req = UpdateRequest.from_wire(checkpoint_id, data, expected_version)
-        outcome = await writer.submit(cmd.Update(req))
+        wire = {"id": checkpoint_id, "changes": data, "expectedVersion": expected_version}
+        key = keyed(idempotency_key, "update", wire, _checkpoint_reply)
+        outcome = await writer.submit(cmd.Update(req, cmd.Context(idempotency=key)))
+        if isinstance(outcome.value, Replayed):
+            return Checkpoint.from_wire(outcome.value.reply)
         assert isinstance(outcome.value, Checkpoint)
         return outcome.value
 
-    async def delete_checkpoint(self, checkpoint_id: str) -> bool:
+    async def delete_checkpoint(
+        self, checkpoint_id: str, *, idempotency_key: str | None = None
+    ) -> bool:
         """Delete a checkpoint and physically remove its snapshot; False if there was none.
 
         The log keeps the ``checkpoint.deleted`` event with the checksum.
         """
         writer, _ = self._require()
-        outcome = await writer.submit(cmd.Delete(text(checkpoint_id, "id")))
+        checkpoint_id = text(checkpoint_id, "id")
+        key = keyed(idempotency_key, "delete", {"id": checkpoint_id}, _deleted_reply)
+        outcome = await writer.submit(cmd.Delete(checkpoint_id, cmd.Context(idempotency=key)))
+        if isinstance(outcome.value, Replayed):
+            return bool(outcome.value.reply["deleted"])
         return bool(outcome.value)
 
-    async def delete_expired_checkpoints(self) -> int:
-        """Expire every checkpoint whose retention has ended; returns how many."""
+    async def delete_expired_checkpoints(self, *, idempotency_key: str | None = None) -> int:
+        """Expire every checkpoint whose retention has ended; returns how many.
+
+        Runs in steps of a few hundred checkpoints, each its own transaction.
+        """
         writer, _ = self._require()
         total = 0
         while True:
-            step = cmd.ExpireDue(now=self._clock.now())
+            key = keyed(idempotency_key, "delete_expired", {}, _expired_reply(total))
+            context = replace(cmd.RETENTION, idempotency=key)
+            step = cmd.ExpireDue(now=self._clock.now(), prior=total, context=context)
             outcome = await writer.submit(step)
+            if isinstance(outcome.value, Replayed):
+                return int(outcome.value.reply["deleted"])
             assert isinstance(outcome.value, int)
             total += outcome.value
             if outcome.value < step.limit:
                 return total
 
     async def cleanup_once(self) -> int:
-        """One step of the auto-cleanup loop (the daemon calls it every ``cleanup_interval``)."""
-        return await self.delete_expired_checkpoints()
+        """One step of the auto-cleanup loop (the daemon calls it every ``cleanup_interval``).
+
+        Expires what is due and forgets idempotency keys older than ``idempotency_window``.
+        Returns the number of checkpoints expired.
+        """
+        writer, _ = self._require()
+        expired = await self.delete_expired_checkpoints()
+        horizon = self._clock.now() - timedelta(seconds=self.config.idempotency_window)
+        await writer.submit(cmd.ForgetKeys(before=horizon))
+        return expired
 
     async def rebuild(self) -> int:
         """Drop every projection and rebuild it from event 0; returns the events replayed."""
@@ -352,6 +399,7 @@ class CheckpointManager:
         /,
         *,
         custom_resolver: Callable[..., Any] | None = None,
+        idempotency_key: str | None = None,
         **kwargs: Any,
     ) -> RestoreResult:
         """Restore a checkpoint into its session (or ``target_session_id``), merging states.
@@ -366,6 +414,7 @@ class CheckpointManager:
             if kwargs:
                 raise InvalidRequestError("pass an options mapping or keywords, not both")
             request = RestoreRequest.from_wire(checkpoint_id, options, timeout_unit=0.001)
+            given: Any = ["wire", checkpoint_id, options]
         else:
             data = wire_keys(kwargs)
             if custom_resolver is not None:
@@ -374,10 +423,27 @@ class CheckpointManager:
                     "customResolver": custom_resolver,
                 }
             request = RestoreRequest.from_wire(checkpoint_id, data, timeout_unit=1.0)
+            given = ["python", checkpoint_id, data]
         assert self._codec is not None
-        return await restore(
-            request, reads=reads, writer=writer, codec=self._codec, config=self.config
+        key = None
+        if idempotency_key is not None and not request.dry_run:
+            key = keyed(idempotency_key, "restore", given, _no_reply)
+            assert key is not None
+            stored = await reads.stored_reply(key)
+            if stored is not None:
+                return await self._replayed_restore(stored)
+        result = await restore(
+            request, reads=reads, writer=writer, codec=self._codec, config=self.config, key=key
         )
+        if isinstance(result, Replayed):
+            return await self._replayed_restore(result.reply)
+        return result
+
+    async def _replayed_restore(self, reply: Mapping[str, Any]) -> RestoreResult:
+        """A stored restore reply, with its state read back from the blob its event stored."""
+        _, reads = self._require()
+        state = await reads.restored_state(reply["eventSeq"])
+        return RestoreResult.from_wire({**reply, "state": state})
 
     async def diff_checkpoints(self, before_id: str, after_id: str) -> Diff:
         """The structural differences between two checkpoints' snapshots (JSON Pointer paths)."""
@@ -398,6 +464,32 @@ class CheckpointManager:
         """Live ancestors and descendants through parent and restore links, nearest first."""
         _, reads = self._require()
         return await reads.lineage(checkpoint_id)
+
+
+def _checkpoint_reply(value: object) -> Mapping[str, Any]:
+    assert isinstance(value, Checkpoint)
+    return replace(value, snapshot=None).to_wire()
+
+
+def _batch_reply(value: object) -> Mapping[str, Any]:
+    assert isinstance(value, list)
+    return {"checkpoints": [_checkpoint_reply(cp) for cp in value]}
+
+
+def _no_reply(value: object) -> Mapping[str, Any]:
+    raise AssertionError("restore renders its own reply")  # pragma: no cover
+
+
+def _deleted_reply(value: object) -> Mapping[str, Any]:
+    return {"deleted": bool(value)}
+
+
+def _expired_reply(prior: int) -> Callable[[object], Mapping[str, Any]]:
+    def render(value: object) -> Mapping[str, Any]:
+        assert isinstance(value, int)
+        return {"deleted": prior + value}
+
+    return render
 
 
 def _list_options(options: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:

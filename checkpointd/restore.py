@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from checkpointd import commands as cmd
@@ -26,6 +26,7 @@ from checkpointd.errors import (
     UnavailableError,
 )
 from checkpointd.handlers import seal_snapshot
+from checkpointd.idempotency import Idempotency, Replayed
 from checkpointd.ids import new_id
 from checkpointd.merge import MergeResult, Strategy, merge_states
 from checkpointd.reads.checkpoints import ReadModel
@@ -121,8 +122,12 @@ async def restore(
     writer: GroupCommitWriter,
     codec: SnapshotCodec,
     config: Config,
-) -> RestoreResult:
+    key: Idempotency | None = None,
+) -> RestoreResult | Replayed:
     """Run a restore as described in the module docstring.
+
+    With ``key``, the restore is recorded under it; if the key was recorded meanwhile, the
+    stored reply comes back as Replayed (its state left out: see ``checkpointd.idempotency``).
 
     If the target session moves on between reading its state and writing (another create or
     restore in it), the restore is planned again from the new state, up to ``ATTEMPTS`` times.
@@ -136,7 +141,7 @@ async def restore(
     """
     deadline = None if request.timeout is None else time.monotonic() + request.timeout
     for attempt in range(1, ATTEMPTS + 1):
-        plan = await _plan_within(request, deadline, reads, codec, config)
+        plan = await _plan_within(request, deadline, reads, codec, config, key=key)
         if plan.command is None:
             return plan.result(event_seq=None, backup_id=None)
         try:
@@ -146,6 +151,8 @@ async def restore(
                 raise
             continue
         restored = outcome.value
+        if isinstance(restored, Replayed):
+            return restored
         assert isinstance(restored, cmd.Restored)
         return plan.result(event_seq=restored.event_seq, backup_id=restored.backup_checkpoint_id)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -157,12 +164,14 @@ async def _plan_within(
     reads: ReadModel,
     codec: SnapshotCodec,
     config: Config,
+    *,
+    key: Idempotency | None,
 ) -> _Plan:
     """Plan the restore before the deadline (checked once more after planning)."""
     remaining = None if deadline is None else deadline - time.monotonic()
     try:
         async with asyncio.timeout(remaining):
-            plan = await _plan(request, reads, codec, config)
+            plan = await _plan(request, reads, codec, config, key)
     except TimeoutError:
         plan = None
     if plan is None or (deadline is not None and time.monotonic() > deadline):
@@ -190,9 +199,19 @@ class _Plan:
             event_seq=event_seq,
         )
 
+    def reply(self, value: object) -> Mapping[str, Any]:
+        """The reply an idempotency key stores: the result without its state."""
+        assert isinstance(value, cmd.Restored)
+        wire = self.result(event_seq=value.event_seq, backup_id=value.backup_checkpoint_id)
+        return {k: v for k, v in wire.to_wire().items() if k != "state"}
+
 
 async def _plan(
-    request: RestoreRequest, reads: ReadModel, codec: SnapshotCodec, config: Config
+    request: RestoreRequest,
+    reads: ReadModel,
+    codec: SnapshotCodec,
+    config: Config,
+    key: Idempotency | None,
 ) -> _Plan:
     row, blob = await reads.stored(request.checkpoint_id)
     snapshot, warnings = await _checked_snapshot(request, row, blob, codec)
@@ -231,8 +250,15 @@ async def _plan(
         conflicts=tuple(c.to_wire() for c in merged.conflicts),
         backup=backup,
         expected_session_seq=expected_seq,
+        notify=request.notify,
+        merged_state=merged.state,
     )
-    return _Plan(request, target, merged, tuple(warnings), command)
+    plan = _Plan(request, target, merged, tuple(warnings), command)
+    if key is not None:
+        # The reply is rendered by the plan that wrote it (after re-planning, the last one).
+        context = replace(command.context, idempotency=replace(key, render=plan.reply))
+        plan = replace(plan, command=replace(command, context=context))
+    return plan
 
 
 async def _checked_snapshot(

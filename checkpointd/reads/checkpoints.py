@@ -8,8 +8,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from checkpointd.errors import IntegrityError, InvalidRequestError, NotFoundError
+import msgpack
+
+from checkpointd.errors import ConflictError, IntegrityError, InvalidRequestError, NotFoundError
 from checkpointd.events import store
+from checkpointd.idempotency import Idempotency, decode_reply
 from checkpointd.models import Checkpoint, History, Lineage, Page
 from checkpointd.projections.checkpoints import COLUMNS
 from checkpointd.query.where import compile_order_by, compile_where
@@ -111,6 +114,32 @@ class ReadModel:
             return {}, last_seq
         state = await self._decode_blob(key, bytes(blob), expected=None)
         return state, last_seq
+
+    async def restored_state(self, event_seq: int) -> dict[str, Any]:
+        """The state a ``checkpoint.restored`` event stored (as its restore returned it).
+
+        Raises NotFoundError if that event or its state blob is gone.
+        """
+        found = await self.readers.fetchone(
+            "SELECT e.data, b.data FROM events e JOIN blobs b ON b.seq = e.seq"
+            " WHERE e.seq = ? AND e.type = 'checkpoint.restored'",
+            (event_seq,),
+        )
+        if found is None:
+            raise NotFoundError("restored state of event", str(event_seq))
+        data = msgpack.unpackb(bytes(found[0]), raw=False)
+        return await self._decode_blob(data["stateId"], bytes(found[1]), expected=None)
+
+    async def stored_reply(self, key: Idempotency) -> dict[str, Any] | None:
+        """The reply stored under an idempotency key; ConflictError if it was another request."""
+        found = await self.readers.fetchone(
+            "SELECT digest, reply FROM idempotency WHERE key = ?", (key.key,)
+        )
+        if found is None:
+            return None
+        if bytes(found[0]) != key.digest:
+            raise ConflictError(f"message id {key.key!r} was already used for another request")
+        return decode_reply(bytes(found[1]))
 
     async def list(
         self,

@@ -128,6 +128,22 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        2,
+        "idempotency keys (Nats-Msg-Id) with their stored replies",
+        """
+        -- Written in the transaction of the events the keyed command appended, so a key is
+        -- recorded if and only if its effect is. ``seq`` is the last of those events (0: none).
+        CREATE TABLE idempotency (
+            key    TEXT PRIMARY KEY,
+            digest BLOB NOT NULL,
+            seq    INTEGER NOT NULL,
+            at     TEXT NOT NULL,
+            reply  BLOB NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX idempotency_at ON idempotency (at);
+        """,
+    ),
 )
 
 PROJECTION_TABLES = ("checkpoints", "lineage", "stats_totals", "stats_counts", "sessions")

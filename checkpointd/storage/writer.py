@@ -32,7 +32,10 @@ from checkpointd.storage.sqlite import translate
 log = structlog.get_logger("checkpointd.writer")
 
 T = TypeVar("T")
-CommitListener = Callable[[list[EventRecord]], None]
+Committed = tuple[Command, tuple[EventRecord, ...]]
+CommitListener = Callable[[list[Committed]], None]
+"""Called on the event loop after each COMMIT with each command and the events it appended,
+in commit (``seq``) order; commands that appended nothing are left out."""
 QUEUE_LIMIT = 10_000
 
 
@@ -182,9 +185,10 @@ class GroupCommitWriter:
 
     def _deliver(self, group: list[_Job], outcomes: list[Outcome]) -> None:
         """On the loop: resolve the group's futures, then tell the commit listener."""
-        committed: list[EventRecord] = []
+        committed: list[Committed] = []
         for job, outcome in zip(group, outcomes, strict=True):
-            committed.extend(outcome.events)
+            if outcome.events:
+                committed.append((job.command, outcome.events))
             _set_result(job.future, outcome)
         if committed and self._on_commit is not None:
             try:
