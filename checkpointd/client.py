@@ -1,0 +1,448 @@
+"""CheckpointClient: CheckpointManager's API over NATS, against a running checkpointd.
+
+Every method takes and returns what the manager's does and raises the same error classes (from
+the reply's error code). Writes carry a ``Nats-Msg-Id`` (``idempotency_key``, else a fresh one
+per call), so a request retried after a timeout or a lost connection takes effect once. Bodies
+bigger than the server's ``max_payload`` go through the chunked upload/download of
+``checkpointd.daemon.transfers``, transparently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import nats
+import nats.errors
+from nats.aio.client import Client
+
+from checkpointd import wire
+from checkpointd.clock import format_timestamp
+from checkpointd.errors import (
+    CheckpointError,
+    IntegrityError,
+    InvalidRequestError,
+    NotFoundError,
+    UnavailableError,
+)
+from checkpointd.manager import list_options
+from checkpointd.models import Checkpoint, History, Lineage, Page, VerifyResult
+from checkpointd.requests import batch_items, request_mapping, wire_keys
+from checkpointd.results import Diff, RestoreResult, Stats, ValidationReport
+from checkpointd.snapshots import canonical_encode
+
+_HEADROOM = 1024  # bytes of a chunk message left for its headers
+
+
+class CheckpointClient:
+    """The checkpoint store over NATS. Use ``async with`` or ``open()``/``close()``.
+
+    Args:
+        nats_url: one URL or a comma-separated list.
+        prefix: the service's subject prefix (``checkpoint``).
+        encoding: ``msgpack`` (default, compact) or ``json`` on the wire.
+        request_timeout: seconds to wait for each reply.
+        retries: how many times a request that got no reply is sent again (same message id).
+        connect_timeout: seconds ``open()`` may take before it gives up (UnavailableError).
+        credentials_file, nkey_seed_file, token, user, password, tls: NATS authentication and
+            TLS (an ``ssl.SSLContext``).
+        nc: an already connected nats-py client to use instead (not closed by ``close()``).
+    """
+
+    def __init__(
+        self,
+        nats_url: str = "nats://127.0.0.1:4222",
+        *,
+        prefix: str = "checkpoint",
+        encoding: str = "msgpack",
+        request_timeout: float = 30.0,
+        retries: int = 2,
+        connect_timeout: float = 10.0,
+        credentials_file: str | None = None,
+        nkey_seed_file: str | None = None,
+        token: str | None = None,
+        user: str | None = None,
+        password: str | None = None,
+        tls: ssl.SSLContext | None = None,
+        name: str = "checkpointd-client",
+        nc: Client | None = None,
+    ) -> None:
+        if encoding not in {"msgpack", "json"}:
+            raise InvalidRequestError("must be msgpack or json", field="encoding")
+        self._url = nats_url
+        self._prefix = prefix
+        self._encoding = wire.MSGPACK if encoding == "msgpack" else wire.JSON
+        self._timeout = request_timeout
+        self._retries = retries
+        self._connect_timeout = connect_timeout
+        self._connect_options: dict[str, Any] = {
+            "user_credentials": credentials_file,
+            "nkeys_seed": nkey_seed_file,
+            "token": token,
+            "user": user,
+            "password": password,
+            "tls": tls,
+            "name": name,
+        }
+        self._nc = nc
+        self._owns_nc = nc is None
+        self._open = nc is not None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def open(self) -> Self:
+        """Connect (unless given a connection). Raises UnavailableError after the deadline."""
+        if self._open:
+            return self
+        options = {k: v for k, v in self._connect_options.items() if v is not None}
+        nc = Client()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await nc.connect(
+                    servers=self._url.split(","),
+                    connect_timeout=max(1, int(self._connect_timeout)),
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=1,
+                    allow_reconnect=True,
+                    **options,
+                )
+        except (TimeoutError, OSError, nats.errors.Error) as exc:
+            await nc.close()
+            raise UnavailableError(
+                f"cannot connect to NATS at {self._url} within {self._connect_timeout}s"
+                f" ({type(exc).__name__})"
+            ) from None
+        self._nc = nc
+        self._open = True
+        return self
+
+    async def close(self) -> None:
+        """Drain and close the connection this client opened. Idempotent."""
+        nc, self._nc = self._nc, None
+        self._open = False
+        if nc is not None and self._owns_nc and not nc.is_closed:
+            try:
+                await nc.drain()
+            except (nats.errors.Error, OSError, TimeoutError):
+                await nc.close()
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def create(
+        self,
+        request: Mapping[str, Any] | None = None,
+        /,
+        *,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> Checkpoint:
+        """As ``CheckpointManager.create``."""
+        data = request_mapping(request, fields, "create")
+        body = _with_timestamps(data, ("timestamp", "retentionExpiresAt"))
+        reply = await self._call("create", body, key=_key(idempotency_key))
+        return replace(Checkpoint.from_wire(reply), snapshot=data.get("snapshot"))
+
+    async def create_batch(
+        self, requests: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None
+    ) -> list[Checkpoint]:
+        """As ``CheckpointManager.create_batch``: atomic, all or nothing."""
+        items = [request_mapping(item, {}, "create") for item in batch_items(requests)]
+        body = {
+            "checkpoints": [_with_timestamps(i, ("timestamp", "retentionExpiresAt")) for i in items]
+        }
+        reply = await self._call("create_batch", body, key=_key(idempotency_key))
+        return [
+            replace(Checkpoint.from_wire(wire_cp), snapshot=item.get("snapshot"))
+            for wire_cp, item in zip(reply["checkpoints"], items, strict=True)
+        ]
+
+    async def update_checkpoint(
+        self,
+        checkpoint_id: str,
+        changes: Mapping[str, Any] | None = None,
+        /,
+        *,
+        expected_version: int | None = None,
+        idempotency_key: str | None = None,
+        **fields: Any,
+    ) -> Checkpoint:
+        """As ``CheckpointManager.update_checkpoint``."""
+        body: dict[str, Any] = {
+            "id": checkpoint_id,
+            "changes": _with_timestamps(
+                request_mapping(changes, fields, "update"), ("retentionExpiresAt",)
+            ),
+        }
+        if expected_version is not None:
+            body["expectedVersion"] = expected_version
+        return Checkpoint.from_wire(await self._call("update", body, key=_key(idempotency_key)))
+
+    async def delete_checkpoint(
+        self, checkpoint_id: str, *, idempotency_key: str | None = None
+    ) -> bool:
+        """As ``CheckpointManager.delete_checkpoint``: False if there was no such checkpoint."""
+        reply = await self._call("delete", {"id": checkpoint_id}, key=_key(idempotency_key))
+        return bool(reply["deleted"])
+
+    async def delete_expired_checkpoints(self, *, idempotency_key: str | None = None) -> int:
+        """As ``CheckpointManager.delete_expired_checkpoints``."""
+        reply = await self._call("delete_expired", {}, key=_key(idempotency_key))
+        return int(reply["deleted"])
+
+    async def cleanup_once(self) -> int:
+        """Expire what is due now (the daemon also runs this on its own schedule)."""
+        return await self.delete_expired_checkpoints()
+
+    async def rebuild(self) -> int:
+        """As ``CheckpointManager.rebuild``: the events replayed."""
+        return int((await self._call("rebuild", {}))["events"])
+
+    async def restore_checkpoint(
+        self,
+        checkpoint_id: str,
+        options: Mapping[str, Any] | None = None,
+        /,
+        *,
+        custom_resolver: Callable[..., Any] | None = None,
+        idempotency_key: str | None = None,
+        **kwargs: Any,
+    ) -> RestoreResult:
+        """As ``CheckpointManager.restore_checkpoint`` (``timeout`` keyword in seconds).
+
+        A custom resolver is in-process only: InvalidRequestError here.
+        """
+        if custom_resolver is not None:
+            raise InvalidRequestError(
+                "a custom resolver is in-process only", field="customResolver"
+            )
+        if options is not None:
+            if kwargs:
+                raise InvalidRequestError("pass an options mapping or keywords, not both")
+            body = dict(options)
+        else:
+            body = wire_keys(kwargs)
+            timeout = body.get("timeout")
+            if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+                body["timeout"] = timeout * 1000  # the wire's milliseconds
+        body["id"] = checkpoint_id
+        reply = await self._call("restore", body, key=_key(idempotency_key))
+        return RestoreResult.from_wire(reply)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get_checkpoint(
+        self, checkpoint_id: str, include_snapshot: bool = True
+    ) -> Checkpoint | None:
+        """As ``CheckpointManager.get_checkpoint``: None for a missing id."""
+        body = {"id": checkpoint_id, "includeSnapshot": include_snapshot}
+        try:
+            return Checkpoint.from_wire(await self._call("get", body))
+        except NotFoundError:
+            return None
+
+    async def get_checkpoints_by_session(
+        self, session_id: str, options: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> Page:
+        """As ``CheckpointManager.get_checkpoints_by_session``."""
+        return await self._list({"sessionId": session_id}, options, kwargs)
+
+    async def get_checkpoints_by_feature(
+        self, feature: str, options: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> Page:
+        """As ``CheckpointManager.get_checkpoints_by_feature``."""
+        return await self._list({"feature": feature}, options, kwargs)
+
+    async def _list(
+        self, body: dict[str, Any], options: Mapping[str, Any] | None, kwargs: dict[str, Any]
+    ) -> Page:
+        opts = list_options(options, kwargs)  # the manager's own checks, raised here alike
+        body["pagination"] = {"page": opts["page"], "pageSize": opts["page_size"]}
+        body["includeSnapshot"] = opts["include_snapshot"]
+        if opts["where"] is not None:
+            body["where"] = opts["where"]
+        if opts["params"]:
+            body["params"] = [_timestamp(p) for p in opts["params"]]
+        if opts["order_by"] is not None:
+            body["orderBy"] = _order_by(opts["order_by"])
+        return Page.from_wire(await self._call("list", body))
+
+    async def history(self, request: Mapping[str, Any] | None = None, /, **kwargs: Any) -> History:
+        """As ``CheckpointManager.history``."""
+        data = request_mapping(request, kwargs, "history")
+        return History.from_wire(await self._call("history", data))
+
+    async def verify_log(self) -> VerifyResult:
+        """As ``CheckpointManager.verify_log``."""
+        return VerifyResult.from_wire(await self._call("verify", {}))
+
+    async def search_checkpoints(
+        self,
+        query: str | Mapping[str, Any] | None = None,
+        limit: int | None = None,
+        /,
+        **kwargs: Any,
+    ) -> Page:
+        """As ``CheckpointManager.search_checkpoints``."""
+        if isinstance(query, str) or query is None:
+            data: dict[str, Any] = wire_keys(kwargs)
+            if query is not None:
+                data["query"] = query
+        else:
+            data = dict(request_mapping(query, kwargs, "search"))
+        if limit is not None:
+            data["limit"] = limit
+        filters = data.get("filters")
+        if isinstance(filters, Mapping) and isinstance(filters.get("dateRange"), Mapping):
+            dates = _with_timestamps(filters["dateRange"], ("from", "to"))
+            data["filters"] = {**filters, "dateRange": dates}
+        return Page.from_wire(await self._call("search", data))
+
+    async def get_checkpoint_stats(self) -> Stats:
+        """As ``CheckpointManager.get_checkpoint_stats``."""
+        return Stats.from_wire(await self._call("stats", {}))
+
+    async def validate_checkpoint(self, checkpoint_id: str) -> ValidationReport:
+        """As ``CheckpointManager.validate_checkpoint``."""
+        return ValidationReport.from_wire(await self._call("validate", {"id": checkpoint_id}))
+
+    async def diff_checkpoints(self, before_id: str, after_id: str) -> Diff:
+        """As ``CheckpointManager.diff_checkpoints``."""
+        return Diff.from_wire(await self._call("diff", {"from": before_id, "to": after_id}))
+
+    async def get_lineage(self, checkpoint_id: str) -> Lineage:
+        """As ``CheckpointManager.get_lineage``."""
+        return Lineage.from_wire(await self._call("lineage", {"id": checkpoint_id}))
+
+    # -- the wire ------------------------------------------------------------------------
+
+    def _connection(self) -> Client:
+        if self._nc is None or not self._open:
+            raise UnavailableError("the checkpoint client is not open")
+        return self._nc
+
+    async def _call(self, verb: str, body: Mapping[str, Any], *, key: str | None = None) -> Any:
+        """Send one request (retried with the same message id); the decoded reply object."""
+        nc = self._connection()
+        try:
+            payload = wire.encode(body, self._encoding)
+        except (TypeError, ValueError, OverflowError) as exc:
+            _explain_unencodable(body)
+            raise InvalidRequestError(f"{verb}: request cannot be encoded ({exc})") from None
+        headers = {wire.CONTENT_TYPE: self._encoding}
+        if key is not None:
+            headers[wire.MSG_ID] = key
+        subject = f"{self._prefix}.{verb}"
+        for attempt in range(self._retries + 1):
+            try:
+                return await self._exchange(nc, subject, payload, headers)
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+                if attempt == self._retries:
+                    raise _unavailable(subject, exc, self._timeout) from None
+                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+                raise UnavailableError("the NATS connection is closed") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _exchange(
+        self, nc: Client, subject: str, payload: bytes, headers: dict[str, str]
+    ) -> Any:
+        limit = nc.max_payload
+        if len(payload) + wire.header_size(headers) > limit:
+            upload = uuid.uuid4().hex
+            await self._upload(nc, upload, payload, limit)
+            headers, payload = {**headers, wire.UPLOAD: upload}, b""
+        reply = await nc.request(subject, payload, timeout=self._timeout, headers=headers)
+        reply_headers = reply.headers or {}
+        data = reply.data
+        if wire.DOWNLOAD in reply_headers:
+            data = await self._download(nc, reply_headers)
+        wire.raise_for_reply(data, reply_headers)
+        return wire.decode(data, wire.content_type(reply_headers))
+
+    async def _upload(self, nc: Client, upload: str, payload: bytes, limit: int) -> None:
+        size = limit - _HEADROOM
+        count = -(-len(payload) // size)
+        for index in range(count):
+            headers = {wire.UPLOAD: upload, wire.CHUNK: f"{index}/{count}"}
+            chunk = payload[index * size : (index + 1) * size]
+            reply = await nc.request(
+                f"{self._prefix}.upload", chunk, timeout=self._timeout, headers=headers
+            )
+            wire.raise_for_reply(reply.data, reply.headers)
+
+    async def _download(self, nc: Client, headers: Mapping[str, str]) -> bytes:
+        download = headers[wire.DOWNLOAD]
+        count, size = int(headers[wire.DOWNLOAD_CHUNKS]), int(headers[wire.DOWNLOAD_SIZE])
+        parts: list[bytes] = []
+        for index in range(count):
+            request = wire.encode({"id": download, "index": index}, wire.JSON)
+            reply = await nc.request(f"{self._prefix}.download", request, timeout=self._timeout)
+            wire.raise_for_reply(reply.data, reply.headers)
+            parts.append(reply.data)
+        data = b"".join(parts)
+        if len(data) != size or hashlib.sha256(data).hexdigest() != headers[wire.DOWNLOAD_SHA256]:
+            raise IntegrityError("a chunked reply arrived damaged (size or sha256 mismatch)")
+        return data
+
+
+def _timestamp(value: Any) -> Any:
+    return format_timestamp(value) if isinstance(value, datetime) else value
+
+
+def _with_timestamps(data: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """``data`` with the datetimes of the fields that take one as ISO-8601 UTC strings."""
+    converted = dict(data)
+    for key in keys:
+        if key in converted:
+            converted[key] = _timestamp(converted[key])
+    return converted
+
+
+def _explain_unencodable(body: Mapping[str, Any]) -> None:
+    """Raise the manager's own error for a snapshot it would refuse (naming the value's path)."""
+    for snapshot in (body.get("snapshot"), body.get("currentState")):
+        if isinstance(snapshot, Mapping):
+            canonical_encode(snapshot)
+    for item in body.get("checkpoints") or ():
+        if isinstance(item, Mapping) and isinstance(item.get("snapshot"), Mapping):
+            canonical_encode(item["snapshot"])
+
+
+def _key(given: str | None) -> str:
+    return given if given is not None else uuid.uuid4().hex
+
+
+def _order_by(order_by: Any) -> Any:
+    """``[("timestamp", "desc")]`` as the wire's ``[{"field", "direction"}]``; else as given."""
+    if isinstance(order_by, list | tuple):
+        return [
+            {"field": item[0], "direction": item[1]}
+            if isinstance(item, tuple | list) and len(item) == 2
+            else item
+            for item in order_by
+        ]
+    return order_by
+
+
+def _unavailable(subject: str, exc: Exception, timeout: float) -> CheckpointError:
+    if isinstance(exc, nats.errors.NoRespondersError):
+        return UnavailableError(f"no checkpointd service answers on {subject}")
+    return UnavailableError(f"no reply on {subject} within {timeout}s")

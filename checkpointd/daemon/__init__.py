@@ -1,0 +1,1 @@
+"""The daemon side: the NATS service, notifications, chunked transfers (and, to come, lifecycle)."""

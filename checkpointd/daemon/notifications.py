@@ -1,0 +1,86 @@
+"""Notifications: what a committed command tells subscribers, on which subject.
+
+Pure: turns the writer's committed commands and their events into ``(subject, body)`` pairs.
+Subjects are ``<prefix>.events.<type>.<session token>`` (DESIGN section 6); bodies are
+``{seq, id, type, at, checkpointId, sessionId, data}``, always JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from checkpointd import commands as cmd
+from checkpointd.events.types import EventRecord, EventType
+from checkpointd.storage.writer import Committed
+
+_PLAIN_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def session_token(session_id: str) -> str:
+    """The session's subject token: the id itself if it is ``[A-Za-z0-9_-]+``, else ``~`` and
+    the unpadded base64url of its UTF-8 (so ``.``, ``*``, ``>`` and spaces never reach a
+    subject)."""
+    if _PLAIN_TOKEN.fullmatch(session_id):
+        return session_id
+    encoded = base64.urlsafe_b64encode(session_id.encode("utf-8", "surrogatepass"))
+    return "~" + encoded.decode("ascii").rstrip("=")
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    seq: int
+    subject: str
+    body: dict[str, Any]
+
+
+def notifications(prefix: str, committed: list[Committed]) -> Iterator[Notification]:
+    """The notifications of committed commands, in ``seq`` order.
+
+    A restore asked with ``notify: false`` publishes nothing for its ``restored`` event (its
+    backup checkpoint's ``created`` is still published).
+    """
+    for command, events in committed:
+        for event in events:
+            body = _body(command, event)
+            if body is None:
+                continue
+            subject = f"{prefix}.events.{body['type']}.{session_token(event.session_id)}"
+            yield Notification(event.seq, subject, body)
+
+
+def _body(command: cmd.Command, event: EventRecord) -> dict[str, Any] | None:
+    kind = EventType(event.type)
+    data = event.payload()
+    checkpoint_id = event.stream
+    if kind is EventType.RESTORED:
+        assert isinstance(command, cmd.Restore)
+        if not command.notify:
+            return None
+        checkpoint_id = data["checkpointId"]
+        data = {
+            "state": command.merged_state,
+            "conflicts": data["conflicts"],
+            "backupCheckpointId": data["backupCheckpointId"],
+            "strategy": data["strategy"],
+            "checksum": data["checksum"],
+        }
+    return {
+        "seq": event.seq,
+        "id": event.id,
+        "type": kind.word,
+        "at": event.at,
+        "checkpointId": checkpoint_id,
+        "sessionId": event.session_id,
+        "data": data,
+    }
+
+
+def without_state(body: Mapping[str, Any], download: Mapping[str, Any]) -> dict[str, Any]:
+    """A restore notification too big to send: its state replaced by a download descriptor."""
+    data = {k: v for k, v in body["data"].items() if k != "state"}
+    data["stateDownload"] = dict(download)
+    return {**body, "data": data}

@@ -1,0 +1,263 @@
+"""The ``checkpointd`` NATS service: endpoints, concurrency, replies, notifications.
+
+A ``nats.micro`` service (so ``$SRV.PING/INFO/STATS`` answer) with one endpoint per verb on
+``<prefix>.<verb>`` in a queue group. ``nats.micro`` awaits each handler before taking the next
+message of that endpoint, so the handlers here only admit a request (waiting while
+``max_inflight`` requests are running, which is the back-pressure) and run it as a task the
+service owns: 64 callers in flight reach the writer together and share its group commits.
+
+Every request is answered: the result in the request's encoding, or an error with the
+``Nats-Service-Error``/``-Code`` headers and the ``{"error": {...}}`` body. An unexpected
+exception is logged with its context and answered with a generic 500; its text never leaves.
+No message the service sends is bigger than the connection's ``max_payload``, headers counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import Any, Self
+
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from checkpointd import __version__, wire
+from checkpointd.daemon.endpoints import ENDPOINTS, WRITES
+from checkpointd.daemon.notifications import Notification, notifications, without_state
+from checkpointd.daemon.transfers import Transfers
+from checkpointd.errors import CheckpointError, InternalError, InvalidRequestError
+from checkpointd.manager import CheckpointManager
+from checkpointd.storage.writer import Committed
+
+log = structlog.get_logger("checkpointd.service")
+
+SERVICE_NAME = "checkpointd"
+DESCRIPTION = "Checkpoints of agent-session and workflow state: create, restore, search, audit."
+_PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+_HEADROOM = 1024  # bytes kept free for headers in a download chunk
+_NOTIFY_BACKLOG = 100_000
+
+
+class CheckpointService:
+    """Serves a CheckpointManager on NATS. ``start()``/``stop()`` or ``async with``.
+
+    The manager and the connection are the caller's: the service neither opens nor closes them.
+    """
+
+    def __init__(
+        self,
+        manager: CheckpointManager,
+        nc: Client,
+        *,
+        prefix: str = "checkpoint",
+        queue_group: str = SERVICE_NAME,
+        max_inflight: int = 256,
+        transfer_ttl: float = 300.0,
+    ) -> None:
+        if not _PREFIX.fullmatch(prefix):
+            raise InvalidRequestError(f"subject prefix {prefix!r} must be dot-separated tokens")
+        self._manager = manager
+        self._nc = nc
+        self._prefix = prefix
+        self._queue_group = queue_group
+        self._slots = asyncio.Semaphore(max_inflight)
+        limit = manager.config.max_checkpoint_size
+        self._transfers = Transfers(
+            max_body=2 * limit + 1024 * 1024, max_total=max(4 * limit, 256 << 20), ttl=transfer_ttl
+        )
+        self._service: Service | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._outbox: asyncio.Queue[Notification] = asyncio.Queue(_NOTIFY_BACKLOG)
+        self._publisher: asyncio.Task[None] | None = None
+        self._unlisten: Callable[[], None] | None = None
+        self._dropped = 0
+
+    @property
+    def prefix(self) -> str:
+        return self._prefix
+
+    async def start(self) -> Self:
+        """Register the service and its endpoints, and start publishing notifications."""
+        self._publisher = asyncio.get_running_loop().create_task(self._publish_loop())
+        self._unlisten = self._manager.add_commit_listener(self._on_commit)
+        service = await add_service(
+            self._nc,
+            name=SERVICE_NAME,
+            version=__version__,
+            description=DESCRIPTION,
+            queue_group=self._queue_group,
+        )
+        self._service = service
+        for verb in ENDPOINTS:
+            await service.add_endpoint(
+                name=verb, subject=f"{self._prefix}.{verb}", handler=self._admitter(verb)
+            )
+        await service.add_endpoint(
+            name="upload", subject=f"{self._prefix}.upload", handler=self._upload
+        )
+        await service.add_endpoint(
+            name="download", subject=f"{self._prefix}.download", handler=self._download
+        )
+        return self
+
+    async def stop(self) -> None:
+        """Stop taking requests, answer the ones in flight, publish what was committed.
+
+        Idempotent.
+        """
+        service, self._service = self._service, None
+        if service is not None:
+            await service.stop()
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            await self._outbox.join()
+            publisher.cancel()
+            await asyncio.gather(publisher, return_exceptions=True)
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- requests ------------------------------------------------------------------------
+
+    def _admitter(self, verb: str) -> Callable[[Request], Any]:
+        async def admit(request: Request) -> None:
+            await self._slots.acquire()
+            task = asyncio.get_running_loop().create_task(self._serve(verb, request._msg))
+            self._inflight.add(task)
+            task.add_done_callback(self._finished)
+
+        return admit
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slots.release()
+
+    async def _serve(self, verb: str, msg: Msg) -> None:
+        encoding = wire.JSON
+        try:
+            headers = msg.headers or {}
+            encoding = wire.content_type(headers)
+            body = msg.data
+            upload = headers.get(wire.UPLOAD)
+            if upload is not None:
+                body = self._transfers.take(upload)
+            data = wire.decode(body, encoding)
+            key = headers.get(wire.MSG_ID) if verb in WRITES else None
+            result = await ENDPOINTS[verb](self._manager, data, key)
+            await self._reply(msg, wire.encode(result, encoding), {wire.CONTENT_TYPE: encoding})
+        except CheckpointError as error:
+            await self._reply_error(msg, error, encoding)
+        except Exception:
+            log.exception("request failed", endpoint=verb, subject=msg.subject)
+            await self._reply_error(msg, InternalError("internal error"), encoding)
+
+    async def _reply(self, msg: Msg, body: bytes, headers: dict[str, str]) -> None:
+        if not msg.reply:
+            return
+        limit = self._nc.max_payload
+        if len(body) + wire.header_size(headers) > limit:
+            offer = self._transfers.offer(body, max(1, limit - _HEADROOM))
+            headers = {
+                **headers,
+                wire.DOWNLOAD: offer.id,
+                wire.DOWNLOAD_SIZE: str(offer.size),
+                wire.DOWNLOAD_CHUNKS: str(offer.chunks),
+                wire.DOWNLOAD_SHA256: offer.sha256,
+            }
+            body = b""
+        try:
+            await self._nc.publish(msg.reply, body, headers=headers)
+        except Exception:
+            log.warning("could not send a reply", subject=msg.subject, exc_info=True)
+
+    async def _reply_error(self, msg: Msg, error: CheckpointError, encoding: str) -> None:
+        body, headers = wire.error_reply(error, encoding)
+        await self._reply(msg, body, headers)
+
+    # -- chunked transfers ---------------------------------------------------------------
+
+    async def _upload(self, request: Request) -> None:
+        msg = request._msg
+        headers = msg.headers or {}
+        try:
+            upload, chunk = headers.get(wire.UPLOAD), headers.get(wire.CHUNK)
+            if upload is None or chunk is None:
+                raise InvalidRequestError(f"upload needs {wire.UPLOAD} and {wire.CHUNK} headers")
+            self._transfers.add_chunk(upload, chunk, msg.data)
+            await self._reply(msg, b"{}", {wire.CONTENT_TYPE: wire.JSON})
+        except CheckpointError as error:
+            await self._reply_error(msg, error, wire.JSON)
+
+    async def _download(self, request: Request) -> None:
+        msg = request._msg
+        encoding = wire.JSON
+        try:
+            encoding = wire.content_type(msg.headers)
+            data = wire.decode(msg.data, encoding)
+            index = data.get("index")
+            if isinstance(index, bool) or not isinstance(index, int):
+                raise InvalidRequestError("expected an integer", field="index")
+            chunk = self._transfers.chunk(str(data.get("id")), index)
+            await self._reply(msg, chunk, {wire.CONTENT_TYPE: "application/octet-stream"})
+        except CheckpointError as error:
+            await self._reply_error(msg, error, encoding)
+
+    # -- notifications -------------------------------------------------------------------
+
+    def _on_commit(self, committed: list[Committed]) -> None:
+        """On the loop, right after a COMMIT: queue its notifications in ``seq`` order."""
+        for notification in notifications(self._prefix, committed):
+            try:
+                self._outbox.put_nowait(notification)
+            except asyncio.QueueFull:
+                # Subscribers find the gap by seq and fill it from history.
+                self._dropped += 1
+                if self._dropped % 1000 == 1:
+                    log.warning("notification backlog full; dropping", dropped=self._dropped)
+
+    async def _publish_loop(self) -> None:
+        while True:
+            notification = await self._outbox.get()
+            try:
+                await self._publish(notification)
+            except Exception:
+                log.warning("could not publish a notification", seq=notification.seq, exc_info=True)
+            finally:
+                self._outbox.task_done()
+
+    async def _publish(self, notification: Notification) -> None:
+        body = _json(notification.body)
+        limit = self._nc.max_payload
+        if len(body) > limit and "state" in notification.body["data"]:
+            offer = self._transfers.offer(
+                _json(notification.body["data"]["state"]), limit - _HEADROOM
+            )
+            body = _json(without_state(notification.body, offer.to_wire()))
+        if len(body) > limit:
+            log.warning("notification too big to publish", seq=notification.seq, size=len(body))
+            return
+        await self._nc.publish(notification.subject, body)
+
+
+def _json(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()

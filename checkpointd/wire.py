@@ -1,0 +1,144 @@
+"""Bodies and headers on NATS: JSON or msgpack, error replies, and the size of a message.
+
+Shared by the service and ``CheckpointClient``; imports no NATS code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+import msgpack
+
+from checkpointd.errors import ERRORS_BY_CODE, CheckpointError, InternalError, InvalidRequestError
+
+JSON = "application/json"
+MSGPACK = "application/msgpack"
+CONTENT_TYPE = "Content-Type"
+MSG_ID = "Nats-Msg-Id"
+ERROR = "Nats-Service-Error"
+ERROR_CODE = "Nats-Service-Error-Code"
+UPLOAD = "Checkpointd-Upload"
+CHUNK = "Checkpointd-Chunk"
+DOWNLOAD = "Checkpointd-Download"
+DOWNLOAD_SIZE = "Checkpointd-Download-Size"
+DOWNLOAD_CHUNKS = "Checkpointd-Download-Chunks"
+DOWNLOAD_SHA256 = "Checkpointd-Download-Sha256"
+
+MAX_DEPTH = 64  # nesting of objects and arrays in a request body
+_ERROR_TEXT = 512  # characters of an error message that go into the header
+
+
+def content_type(headers: Mapping[str, str] | None) -> str:
+    """The body encoding a message declares (JSON when absent). Raises InvalidRequestError."""
+    declared = (headers or {}).get(CONTENT_TYPE, JSON).split(";", 1)[0].strip().lower()
+    if declared in {JSON, "", "text/json"}:
+        return JSON
+    if declared in {MSGPACK, "application/x-msgpack"}:
+        return MSGPACK
+    raise InvalidRequestError(f"unsupported Content-Type {declared[:64]!r}")
+
+
+def decode(body: bytes, encoding: str) -> dict[str, Any]:
+    """A request body as an object. Raises InvalidRequestError for anything malformed."""
+    if not body:
+        return {}
+    try:
+        if encoding == MSGPACK:
+            value = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        else:
+            value = json.loads(body)
+    except RecursionError:
+        raise InvalidRequestError("body is nested too deeply") from None
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        kind = "msgpack" if encoding == MSGPACK else "JSON"
+        raise InvalidRequestError(f"body is not valid {kind}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequestError("body must be an object")
+    _check_depth(value)
+    return value
+
+
+def encode(value: Any, encoding: str) -> bytes:
+    """A reply or request body in ``encoding`` (enums as their values).
+
+    Raises TypeError for a value neither encoding has (a datetime, bytes in JSON, an object).
+    """
+    if encoding == MSGPACK:
+        return msgpack.packb(value, default=_plain, use_bin_type=True)  # type: ignore[no-any-return]
+    return json.dumps(value, default=_plain, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def error_reply(error: CheckpointError, encoding: str) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of an error reply (status code and message in the headers too)."""
+    headers = {
+        ERROR: _header_text(error.message),
+        ERROR_CODE: str(error.status),
+        CONTENT_TYPE: encoding,
+    }
+    return encode(error.to_wire(), encoding), headers
+
+
+def raise_for_reply(body: bytes, headers: Mapping[str, str] | None) -> None:
+    """Raise the CheckpointError an error reply carries; return for a successful reply."""
+    if not headers or ERROR_CODE not in headers:
+        return
+    message = headers.get(ERROR, "error")
+    code = None
+    try:
+        detail = decode(body, content_type(headers)).get("error")
+        if isinstance(detail, Mapping):
+            code, message = detail.get("code"), str(detail.get("message", message))
+    except InvalidRequestError:
+        pass
+    cls = ERRORS_BY_CODE.get(str(code)) or _BY_STATUS.get(headers[ERROR_CODE], InternalError)
+    raise cls.from_wire(message)
+
+
+_BY_STATUS = {str(cls.status): cls for cls in reversed(ERRORS_BY_CODE.values())}
+
+
+def header_size(headers: Mapping[str, str] | None) -> int:
+    """Bytes the headers take in a NATS message (``NATS/1.0`` line, one line each, blank line).
+
+    The server counts headers against ``max_payload``; nats-py checks only the payload.
+    """
+    if not headers:
+        return 0
+    size = len(b"NATS/1.0\r\n") + 2
+    for key, value in headers.items():
+        size += len(key.encode()) + 2 + len(value.encode()) + 2
+    return size
+
+
+def _header_text(message: str) -> str:
+    # Header values are one line of text.
+    flat = " ".join(message.split())
+    return flat if len(flat) <= _ERROR_TEXT else flat[: _ERROR_TEXT - 3] + "..."
+
+
+def _check_depth(value: Any) -> None:
+    """Refuse nesting deeper than MAX_DEPTH without recursing (bodies come from anyone)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidRequestError(f"body is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(item, dict):
+            stack.extend(
+                (child, depth + 1) for child in item.values() if isinstance(child, dict | list)
+            )
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item if isinstance(child, dict | list))
+
+
+def _plain(value: Any) -> Any:
+    # Datetimes are not converted here: only fields that take one may carry one (the client
+    # converts those), anywhere else (a snapshot) it is refused as in-process.
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple | frozenset | set):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} cannot be sent over NATS")

