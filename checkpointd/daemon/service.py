@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
 
@@ -153,10 +153,8 @@ class CheckpointService:
         self._slots.release()
 
     async def _serve(self, verb: str, msg: Msg) -> None:
-        encoding = wire.JSON
-        try:
+        async def work(encoding: str) -> tuple[bytes, dict[str, str]]:
             headers = msg.headers or {}
-            encoding = wire.content_type(headers)
             body = msg.data
             upload = headers.get(wire.UPLOAD)
             if upload is not None:
@@ -164,63 +162,75 @@ class CheckpointService:
             data = wire.decode(body, encoding)
             key = headers.get(wire.MSG_ID) if verb in WRITES else None
             result = await ENDPOINTS[verb](self._manager, data, key)
-            await self._reply(msg, wire.encode(result, encoding), {wire.CONTENT_TYPE: encoding})
+            return wire.encode(result, encoding), {wire.CONTENT_TYPE: encoding}
+
+        await self._answer(msg, verb, work)
+
+    async def _answer(
+        self, msg: Msg, what: str, work: Callable[[str], Awaitable[tuple[bytes, dict[str, str]]]]
+    ) -> None:
+        """Run ``work`` and send its reply, or the error reply: every request is answered."""
+        encoding = wire.JSON
+        try:
+            encoding = wire.content_type(msg.headers)
+            body, headers = await work(encoding)
         except CheckpointError as error:
-            await self._reply_error(msg, error, encoding)
+            body, headers = wire.error_reply(error, encoding)
         except Exception:
-            log.exception("request failed", endpoint=verb, subject=msg.subject)
-            await self._reply_error(msg, InternalError("internal error"), encoding)
+            log.exception("request failed", endpoint=what, subject=msg.subject)
+            body, headers = wire.error_reply(InternalError("internal error"), encoding)
+        await self._reply(msg, body, headers)
 
     async def _reply(self, msg: Msg, body: bytes, headers: dict[str, str]) -> None:
         if not msg.reply:
             return
         limit = self._nc.max_payload
         if len(body) + wire.header_size(headers) > limit:
-            offer = self._transfers.offer(body, max(1, limit - _HEADROOM))
-            headers = {
-                **headers,
-                wire.DOWNLOAD: offer.id,
-                wire.DOWNLOAD_SIZE: str(offer.size),
-                wire.DOWNLOAD_CHUNKS: str(offer.chunks),
-                wire.DOWNLOAD_SHA256: offer.sha256,
-            }
-            body = b""
+            try:
+                offer = self._transfers.offer(body, max(1, limit - _HEADROOM))
+            except CheckpointError as error:
+                body, headers = wire.error_reply(error, headers.get(wire.CONTENT_TYPE, wire.JSON))
+            else:
+                headers = {
+                    **headers,
+                    wire.DOWNLOAD: offer.id,
+                    wire.DOWNLOAD_SIZE: str(offer.size),
+                    wire.DOWNLOAD_CHUNKS: str(offer.chunks),
+                    wire.DOWNLOAD_SHA256: offer.sha256,
+                }
+                body = b""
         try:
             await self._nc.publish(msg.reply, body, headers=headers)
         except Exception:
             log.warning("could not send a reply", subject=msg.subject, exc_info=True)
 
-    async def _reply_error(self, msg: Msg, error: CheckpointError, encoding: str) -> None:
-        body, headers = wire.error_reply(error, encoding)
-        await self._reply(msg, body, headers)
-
     # -- chunked transfers ---------------------------------------------------------------
 
     async def _upload(self, request: Request) -> None:
         msg = request._msg
-        headers = msg.headers or {}
-        try:
+
+        async def work(_: str) -> tuple[bytes, dict[str, str]]:
+            headers = msg.headers or {}
             upload, chunk = headers.get(wire.UPLOAD), headers.get(wire.CHUNK)
             if upload is None or chunk is None:
                 raise InvalidRequestError(f"upload needs {wire.UPLOAD} and {wire.CHUNK} headers")
             self._transfers.add_chunk(upload, chunk, msg.data)
-            await self._reply(msg, b"{}", {wire.CONTENT_TYPE: wire.JSON})
-        except CheckpointError as error:
-            await self._reply_error(msg, error, wire.JSON)
+            return b"{}", {wire.CONTENT_TYPE: wire.JSON}
+
+        await self._answer(msg, "upload", work)
 
     async def _download(self, request: Request) -> None:
         msg = request._msg
-        encoding = wire.JSON
-        try:
-            encoding = wire.content_type(msg.headers)
+
+        async def work(encoding: str) -> tuple[bytes, dict[str, str]]:
             data = wire.decode(msg.data, encoding)
             index = data.get("index")
             if isinstance(index, bool) or not isinstance(index, int):
                 raise InvalidRequestError("expected an integer", field="index")
             chunk = self._transfers.chunk(str(data.get("id")), index)
-            await self._reply(msg, chunk, {wire.CONTENT_TYPE: "application/octet-stream"})
-        except CheckpointError as error:
-            await self._reply_error(msg, error, encoding)
+            return chunk, {wire.CONTENT_TYPE: "application/octet-stream"}
+
+        await self._answer(msg, "download", work)
 
     # -- notifications -------------------------------------------------------------------
 
