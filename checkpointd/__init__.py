@@ -4,7 +4,16 @@ from checkpointd import errors
 from checkpointd.client import CheckpointClient
 from checkpointd.config import Config
 from checkpointd.manager import CheckpointManager
-from checkpointd.models import Checkpoint, Event, History, Lineage, Page, Priority, VerifyResult
+from checkpointd.models import (
+    Checkpoint,
+    Event,
+    History,
+    Lineage,
+    Notification,
+    Page,
+    Priority,
+    VerifyResult,
+)
 from checkpointd.results import (
     CheckpointRef,
     Diff,
@@ -25,6 +34,7 @@ __all__ = [
     "Event",
     "History",
     "Lineage",
+    "Notification",
     "Page",
     "Priority",
     "RestoreResult",

@@ -10,10 +10,11 @@ bigger than the server's ``max_payload`` go through the chunked upload/download 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import ssl
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
@@ -22,6 +23,8 @@ from typing import Any, Self
 import nats
 import nats.errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from checkpointd import wire
 from checkpointd.clock import format_timestamp
@@ -33,7 +36,7 @@ from checkpointd.errors import (
     UnavailableError,
 )
 from checkpointd.manager import list_options
-from checkpointd.models import Checkpoint, History, Lineage, Page, VerifyResult
+from checkpointd.models import Checkpoint, History, Lineage, Notification, Page, VerifyResult
 from checkpointd.requests import batch_items, request_mapping, wire_keys
 from checkpointd.results import Diff, RestoreResult, Stats, ValidationReport
 from checkpointd.snapshots import canonical_encode
@@ -331,6 +334,25 @@ class CheckpointClient:
         """As ``CheckpointManager.get_lineage``."""
         return Lineage.from_wire(await self._call("lineage", {"id": checkpoint_id}))
 
+    # -- notifications -------------------------------------------------------------------
+
+    def notifications(
+        self, event_type: str = "*", session_id: str | None = None
+    ) -> NotificationStream:
+        """Subscribe to notifications: ``async with client.notifications("restored", "s-1") as
+        stream: async for n in stream: ...``.
+
+        ``event_type`` is ``created``, ``updated``, ``deleted``, ``expired``, ``restored`` or
+        ``*``; ``session_id`` None means every session. A restore's state too big for one
+        message is fetched for you. Each notification carries its event's ``seq``: with
+        ``*`` and every session, a jump in ``seq`` means missed events, which
+        ``history(after_seq=...)`` returns.
+        """
+        if event_type not in _EVENT_TYPES:
+            raise InvalidRequestError(f"must be one of {', '.join(sorted(_EVENT_TYPES))}")
+        session = "*" if session_id is None else wire.session_token(session_id)
+        return NotificationStream(self, f"{self._prefix}.events.{event_type}.{session}")
+
     # -- the wire ------------------------------------------------------------------------
 
     def _connection(self) -> Client:
@@ -389,8 +411,20 @@ class CheckpointClient:
             wire.raise_for_reply(reply.data, reply.headers)
 
     async def _download(self, nc: Client, headers: Mapping[str, str]) -> bytes:
-        download = headers[wire.DOWNLOAD]
-        count, size = int(headers[wire.DOWNLOAD_CHUNKS]), int(headers[wire.DOWNLOAD_SIZE])
+        return await self.fetch_download(
+            headers[wire.DOWNLOAD],
+            size=int(headers[wire.DOWNLOAD_SIZE]),
+            chunks=int(headers[wire.DOWNLOAD_CHUNKS]),
+            sha256=headers[wire.DOWNLOAD_SHA256],
+        )
+
+    async def fetch_download(self, download: str, *, size: int, chunks: int, sha256: str) -> bytes:
+        """The bytes of a chunked download (a big reply, or a notification's ``stateDownload``).
+
+        Raises IntegrityError if they do not match ``size`` and ``sha256``.
+        """
+        nc = self._connection()
+        count = chunks
         parts: list[bytes] = []
         for index in range(count):
             request = wire.encode({"id": download, "index": index}, wire.JSON)
@@ -398,9 +432,62 @@ class CheckpointClient:
             wire.raise_for_reply(reply.data, reply.headers)
             parts.append(reply.data)
         data = b"".join(parts)
-        if len(data) != size or hashlib.sha256(data).hexdigest() != headers[wire.DOWNLOAD_SHA256]:
+        if len(data) != size or hashlib.sha256(data).hexdigest() != sha256:
             raise IntegrityError("a chunked reply arrived damaged (size or sha256 mismatch)")
         return data
+
+
+class NotificationStream:
+    """An async iterator of Notification over one subscription; ``async with`` subscribes."""
+
+    def __init__(self, client: CheckpointClient, subject: str) -> None:
+        self._client = client
+        self.subject = subject
+        self._subscription: Subscription | None = None
+        self._messages: AsyncIterator[Msg] | None = None
+
+    async def __aenter__(self) -> Self:
+        nc = self._client._connection()
+        self._subscription = await nc.subscribe(self.subject)
+        self._messages = aiter(self._subscription.messages)
+        await nc.flush()  # the server has the interest before anything is published
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Notification:
+        if self._messages is None:
+            raise UnavailableError("use 'async with' to subscribe first")
+        msg = await anext(self._messages)
+        body = wire.decode(msg.data, wire.JSON)
+        data = body.get("data") or {}
+        download = data.get("stateDownload")
+        if isinstance(download, Mapping):
+            raw = await self._client.fetch_download(
+                download["id"],
+                size=download["size"],
+                chunks=download["chunks"],
+                sha256=download["sha256"],
+            )
+            state = wire.decode(raw, wire.JSON)
+            data = {k: v for k, v in data.items() if k != "stateDownload"}
+            body = {**body, "data": {**data, "state": state}}
+        return Notification.from_wire(body)
+
+
+_EVENT_TYPES = frozenset({"*", "created", "updated", "deleted", "expired", "restored"})
 
 
 def _timestamp(value: Any) -> Any:

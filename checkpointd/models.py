@@ -259,3 +259,34 @@ class Lineage:
             tuple(Checkpoint.from_wire(c) for c in wire["ancestors"]),
             tuple(Checkpoint.from_wire(c) for c in wire["descendants"]),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A notification as published after a commit (``CheckpointClient.notifications``).
+
+    ``type`` is the subject word (``created``, ``updated``, ``deleted``, ``expired``,
+    ``restored``); ``seq`` and ``id`` are the event's. For ``restored``, ``checkpoint_id`` is
+    the checkpoint restored from, ``session_id`` the target, and ``data`` holds ``state``,
+    ``conflicts`` and ``backupCheckpointId``.
+    """
+
+    seq: int
+    id: str
+    type: str
+    at: datetime
+    checkpoint_id: str
+    session_id: str
+    data: Mapping[str, Any]
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Notification:
+        return cls(
+            seq=wire["seq"],
+            id=wire["id"],
+            type=wire["type"],
+            at=parse_timestamp(wire["at"]),
+            checkpoint_id=wire["checkpointId"],
+            session_id=wire["sessionId"],
+            data=wire["data"],
+        )

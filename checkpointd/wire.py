@@ -5,7 +5,9 @@ Shared by the service and ``CheckpointClient``; imports no NATS code.
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any
@@ -98,6 +100,21 @@ def raise_for_reply(body: bytes, headers: Mapping[str, str] | None) -> None:
 
 
 _BY_STATUS = {str(cls.status): cls for cls in reversed(ERRORS_BY_CODE.values())}
+
+
+_PLAIN_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def session_token(session_id: str) -> str:
+    """A session's token in notification subjects.
+
+    The id itself if it is ``[A-Za-z0-9_-]+``, else ``~`` and the unpadded base64url of its
+    UTF-8, so ``.``, ``*``, ``>`` and spaces never reach a subject.
+    """
+    if _PLAIN_TOKEN.fullmatch(session_id):
+        return session_id
+    encoded = base64.urlsafe_b64encode(session_id.encode("utf-8", "surrogatepass"))
+    return "~" + encoded.decode("ascii").rstrip("=")
 
 
 def header_size(headers: Mapping[str, str] | None) -> int:

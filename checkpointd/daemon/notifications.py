@@ -7,8 +7,6 @@ Subjects are ``<prefix>.events.<type>.<session token>`` (DESIGN section 6); bodi
 
 from __future__ import annotations
 
-import base64
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,28 +14,21 @@ from typing import Any
 from checkpointd import commands as cmd
 from checkpointd.events.types import EventRecord, EventType
 from checkpointd.storage.writer import Committed
+from checkpointd.wire import session_token
 
-_PLAIN_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def session_token(session_id: str) -> str:
-    """The session's subject token: the id itself if it is ``[A-Za-z0-9_-]+``, else ``~`` and
-    the unpadded base64url of its UTF-8 (so ``.``, ``*``, ``>`` and spaces never reach a
-    subject)."""
-    if _PLAIN_TOKEN.fullmatch(session_id):
-        return session_id
-    encoded = base64.urlsafe_b64encode(session_id.encode("utf-8", "surrogatepass"))
-    return "~" + encoded.decode("ascii").rstrip("=")
+__all__ = ["Outgoing", "notifications", "session_token", "without_state"]
 
 
 @dataclass(frozen=True, slots=True)
-class Notification:
+class Outgoing:
+    """A notification ready to publish."""
+
     seq: int
     subject: str
     body: dict[str, Any]
 
 
-def notifications(prefix: str, committed: list[Committed]) -> Iterator[Notification]:
+def notifications(prefix: str, committed: list[Committed]) -> Iterator[Outgoing]:
     """The notifications of committed commands, in ``seq`` order.
 
     A restore asked with ``notify: false`` publishes nothing for its ``restored`` event (its
@@ -49,7 +40,7 @@ def notifications(prefix: str, committed: list[Committed]) -> Iterator[Notificat
             if body is None:
                 continue
             subject = f"{prefix}.events.{body['type']}.{session_token(event.session_id)}"
-            yield Notification(event.seq, subject, body)
+            yield Outgoing(event.seq, subject, body)
 
 
 def _body(command: cmd.Command, event: EventRecord) -> dict[str, Any] | None:

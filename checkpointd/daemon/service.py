@@ -30,7 +30,7 @@ from nats.micro.service import Service
 
 from checkpointd import __version__, wire
 from checkpointd.daemon.endpoints import ENDPOINTS, WRITES
-from checkpointd.daemon.notifications import Notification, notifications, without_state
+from checkpointd.daemon.notifications import Outgoing, notifications, without_state
 from checkpointd.daemon.transfers import Transfers
 from checkpointd.errors import CheckpointError, InternalError, InvalidRequestError
 from checkpointd.manager import CheckpointManager
@@ -74,7 +74,7 @@ class CheckpointService:
         )
         self._service: Service | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self._outbox: asyncio.Queue[Notification] = asyncio.Queue(_NOTIFY_BACKLOG)
+        self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue(_NOTIFY_BACKLOG)
         self._publisher: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
         self._dropped = 0
@@ -255,7 +255,7 @@ class CheckpointService:
             finally:
                 self._outbox.task_done()
 
-    async def _publish(self, notification: Notification) -> None:
+    async def _publish(self, notification: Outgoing) -> None:
         body = _json(notification.body)
         limit = self._nc.max_payload
         if len(body) > limit and "state" in notification.body["data"]:
