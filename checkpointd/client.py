@@ -42,6 +42,7 @@ from checkpointd.results import Diff, RestoreResult, Stats, ValidationReport
 from checkpointd.snapshots import canonical_encode
 
 _HEADROOM = 1024  # bytes of a chunk message left for its headers
+_LONG = 600.0  # seconds a rebuild or verify of a large log may take
 
 
 class CheckpointClient:
@@ -216,7 +217,7 @@ class CheckpointClient:
 
     async def rebuild(self) -> int:
         """As ``CheckpointManager.rebuild``: the events replayed."""
-        return int((await self._call("rebuild", {}))["events"])
+        return int((await self._call("rebuild", {}, retry=False, timeout=_LONG))["events"])
 
     async def restore_checkpoint(
         self,
@@ -294,7 +295,7 @@ class CheckpointClient:
 
     async def verify_log(self) -> VerifyResult:
         """As ``CheckpointManager.verify_log``."""
-        return VerifyResult.from_wire(await self._call("verify", {}))
+        return VerifyResult.from_wire(await self._call("verify", {}, retry=False, timeout=_LONG))
 
     async def search_checkpoints(
         self,
@@ -360,8 +361,22 @@ class CheckpointClient:
             raise UnavailableError("the checkpoint client is not open")
         return self._nc
 
-    async def _call(self, verb: str, body: Mapping[str, Any], *, key: str | None = None) -> Any:
-        """Send one request (retried with the same message id); the decoded reply object."""
+    async def _call(
+        self,
+        verb: str,
+        body: Mapping[str, Any],
+        *,
+        key: str | None = None,
+        retry: bool = True,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send one request and return the decoded reply object.
+
+        A request that got no reply is sent again (a write with the same message id), except
+        the long operations (``retry=False``: a rebuild or verify still running would be
+        started a second time; they wait at least ``_LONG`` seconds for their reply).
+        """
+        timeout = max(self._timeout, timeout or 0.0)
         nc = self._connection()
         try:
             payload = wire.encode(body, self._encoding)
@@ -372,26 +387,27 @@ class CheckpointClient:
         if key is not None:
             headers[wire.MSG_ID] = key
         subject = f"{self._prefix}.{verb}"
-        for attempt in range(self._retries + 1):
+        attempts = self._retries + 1 if retry else 1
+        for attempt in range(attempts):
             try:
-                return await self._exchange(nc, subject, payload, headers)
+                return await self._exchange(nc, subject, payload, headers, timeout)
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-                if attempt == self._retries:
-                    raise _unavailable(subject, exc, self._timeout) from None
+                if attempt == attempts - 1:
+                    raise _unavailable(subject, exc, timeout) from None
                 await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                 raise UnavailableError("the NATS connection is closed") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _exchange(
-        self, nc: Client, subject: str, payload: bytes, headers: dict[str, str]
+        self, nc: Client, subject: str, payload: bytes, headers: dict[str, str], timeout: float
     ) -> Any:
         limit = nc.max_payload
         if len(payload) + wire.header_size(headers) > limit:
             upload = uuid.uuid4().hex
             await self._upload(nc, upload, payload, limit)
             headers, payload = {**headers, wire.UPLOAD: upload}, b""
-        reply = await nc.request(subject, payload, timeout=self._timeout, headers=headers)
+        reply = await nc.request(subject, payload, timeout=timeout, headers=headers)
         reply_headers = reply.headers or {}
         data = reply.data
         if wire.DOWNLOAD in reply_headers:
