@@ -217,7 +217,7 @@ class CheckpointClient:
 
     async def rebuild(self) -> int:
         """As ``CheckpointManager.rebuild``: the events replayed."""
-        return int((await self._call("rebuild", {}, retry=False, timeout=_LONG))["events"])
+        return int((await self._call("rebuild", {}, retry=False, wait=_LONG))["events"])
 
     async def restore_checkpoint(
         self,
@@ -295,7 +295,7 @@ class CheckpointClient:
 
     async def verify_log(self) -> VerifyResult:
         """As ``CheckpointManager.verify_log``."""
-        return VerifyResult.from_wire(await self._call("verify", {}, retry=False, timeout=_LONG))
+        return VerifyResult.from_wire(await self._call("verify", {}, retry=False, wait=_LONG))
 
     async def search_checkpoints(
         self,
@@ -368,7 +368,7 @@ class CheckpointClient:
         *,
         key: str | None = None,
         retry: bool = True,
-        timeout: float | None = None,
+        wait: float | None = None,
     ) -> Any:
         """Send one request and return the decoded reply object.
 
@@ -376,7 +376,7 @@ class CheckpointClient:
         the long operations (``retry=False``: a rebuild or verify still running would be
         started a second time; they wait at least ``_LONG`` seconds for their reply).
         """
-        timeout = max(self._timeout, timeout or 0.0)
+        wait = max(self._timeout, wait or 0.0)
         nc = self._connection()
         try:
             payload = wire.encode(body, self._encoding)
@@ -390,24 +390,24 @@ class CheckpointClient:
         attempts = self._retries + 1 if retry else 1
         for attempt in range(attempts):
             try:
-                return await self._exchange(nc, subject, payload, headers, timeout)
+                return await self._exchange(nc, subject, payload, headers, wait)
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
                 if attempt == attempts - 1:
-                    raise _unavailable(subject, exc, timeout) from None
+                    raise _unavailable(subject, exc, wait) from None
                 await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                 raise UnavailableError("the NATS connection is closed") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _exchange(
-        self, nc: Client, subject: str, payload: bytes, headers: dict[str, str], timeout: float
+        self, nc: Client, subject: str, payload: bytes, headers: dict[str, str], wait: float
     ) -> Any:
         limit = nc.max_payload
         if len(payload) + wire.header_size(headers) > limit:
             upload = uuid.uuid4().hex
             await self._upload(nc, upload, payload, limit)
             headers, payload = {**headers, wire.UPLOAD: upload}, b""
-        reply = await nc.request(subject, payload, timeout=timeout, headers=headers)
+        reply = await nc.request(subject, payload, timeout=wait, headers=headers)
         reply_headers = reply.headers or {}
         data = reply.data
         if wire.DOWNLOAD in reply_headers:
