@@ -433,10 +433,10 @@ class CheckpointManager:
             request = RestoreRequest.from_wire(checkpoint_id, data, timeout_unit=1.0)
             given = ["python", checkpoint_id, data]
         assert self._codec is not None
-        key = None
-        if idempotency_key is not None and not request.dry_run:
-            key = keyed(idempotency_key, "restore", given, _no_reply)
-            assert key is not None
+        key = keyed(idempotency_key, "restore", given, _no_reply)
+        if key is not None and request.dry_run:
+            key = None  # a dry run writes nothing, so there is nothing to do once
+        if key is not None:
             stored = await reads.stored_reply(key)
             if stored is not None:
                 return await self._replayed_restore(stored)

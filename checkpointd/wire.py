@@ -51,7 +51,9 @@ def decode(body: bytes, encoding: str) -> dict[str, Any]:
         if encoding == MSGPACK:
             value = msgpack.unpackb(body, raw=False, strict_map_key=True)
         else:
-            value = json.loads(body)
+            value = json.loads(body, parse_constant=_no_constant)
+            if b"\\ud" in body.lower():  # only an escape can smuggle in a lone surrogate
+                _check_surrogates(value)
     except RecursionError:
         raise InvalidRequestError("body is nested too deeply") from None
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
@@ -122,7 +124,7 @@ def header_size(headers: Mapping[str, str] | None) -> int:
 
     The server counts headers against ``max_payload``; nats-py checks only the payload.
     """
-    if not headers:
+    if headers is None:
         return 0
     size = len(b"NATS/1.0\r\n") + 2
     for key, value in headers.items():
@@ -134,6 +136,26 @@ def _header_text(message: str) -> str:
     # Header values are one line of text.
     flat = " ".join(message.split())
     return flat if len(flat) <= _ERROR_TEXT else flat[: _ERROR_TEXT - 3] + "..."
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_surrogates(value: Any) -> None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidRequestError("body holds a lone UTF-16 surrogate") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _check_depth(value: Any) -> None:

@@ -43,6 +43,7 @@ DESCRIPTION = "Checkpoints of agent-session and workflow state: create, restore,
 _PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _HEADROOM = 1024  # bytes kept free for headers in a download chunk
 _NOTIFY_BACKLOG = 100_000
+_SWEEP_INTERVAL = 30.0
 
 
 class CheckpointService:
@@ -76,6 +77,7 @@ class CheckpointService:
         self._inflight: set[asyncio.Task[None]] = set()
         self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue(_NOTIFY_BACKLOG)
         self._publisher: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
         self._dropped = 0
 
@@ -85,7 +87,9 @@ class CheckpointService:
 
     async def start(self) -> Self:
         """Register the service and its endpoints, and start publishing notifications."""
-        self._publisher = asyncio.get_running_loop().create_task(self._publish_loop())
+        loop = asyncio.get_running_loop()
+        self._publisher = loop.create_task(self._publish_loop())
+        self._sweeper = loop.create_task(self._sweep_loop())
         self._unlisten = self._manager.add_commit_listener(self._on_commit)
         service = await add_service(
             self._nc,
@@ -125,6 +129,10 @@ class CheckpointService:
             await self._outbox.join()
             publisher.cancel()
             await asyncio.gather(publisher, return_exceptions=True)
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -231,6 +239,12 @@ class CheckpointService:
             return chunk, {wire.CONTENT_TYPE: "application/octet-stream"}
 
         await self._answer(msg, "download", work)
+
+    async def _sweep_loop(self) -> None:
+        """Free abandoned transfers even when no other transfer comes along."""
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL)
+            self._transfers.expire()
 
     # -- notifications -------------------------------------------------------------------
 

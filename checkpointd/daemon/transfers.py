@@ -79,9 +79,7 @@ class Transfers:
         index, count = _chunk_position(chunk)
         if not 0 < len(upload_id) <= 64:
             raise InvalidRequestError("upload id must be 1..64 characters", field="upload")
-        upload = self._uploads.get(upload_id)
-        if upload is None:
-            upload = self._uploads[upload_id] = _Upload(count, born=self._clock())
+        upload = self._uploads.get(upload_id) or _Upload(count, born=self._clock())
         if count != upload.count:
             raise InvalidRequestError(
                 f"upload {upload_id!r} has {upload.count} chunks, not {count}"
@@ -91,7 +89,8 @@ class Transfers:
         if upload.size + grown > self._max_body:
             self._drop_upload(upload_id)
             raise TooLargeError("upload", upload.size + grown, self._max_body)
-        self._reserve(grown)
+        self._reserve(grown)  # before the upload is registered: a refused chunk leaves nothing
+        self._uploads[upload_id] = upload
         upload.chunks[index] = data
         upload.size += grown
 
@@ -151,6 +150,10 @@ class Transfers:
         if self._held + size > self._max_total:
             raise UnavailableError("too many large transfers in progress; retry shortly")
         self._held += size
+
+    def expire(self) -> None:
+        """Drop the transfers older than ``ttl`` (every other call does it too)."""
+        self._expire()
 
     def _expire(self) -> None:
         horizon = self._clock() - self._ttl
