@@ -40,6 +40,7 @@ from checkpointd.models import Checkpoint, History, Lineage, Notification, Page,
 from checkpointd.requests import batch_items, request_mapping, wire_keys
 from checkpointd.results import Diff, RestoreResult, Stats, ValidationReport
 from checkpointd.snapshots import canonical_encode
+from checkpointd.transport import barrier
 
 _HEADROOM = 1024  # bytes of a chunk message left for its headers
 _LONG = 600.0  # seconds a rebuild or verify of a large log may take
@@ -466,7 +467,7 @@ class NotificationStream:
         nc = self._client._connection()
         self._subscription = await nc.subscribe(self.subject)
         self._messages = aiter(self._subscription.messages)
-        await nc.flush()  # the server has the interest before anything is published
+        await barrier(nc)  # the server has the interest before anything is published
         return self
 
     async def __aexit__(
@@ -489,18 +490,24 @@ class NotificationStream:
         msg = await anext(self._messages)
         body = wire.decode(msg.data, wire.JSON)
         data = body.get("data") or {}
+        whole = data.get("dataDownload")
+        if isinstance(whole, Mapping):
+            data = wire.decode(await self._fetch(whole), wire.JSON)
+            body = {**body, "data": data}
         download = data.get("stateDownload")
         if isinstance(download, Mapping):
-            raw = await self._client.fetch_download(
-                download["id"],
-                size=download["size"],
-                chunks=download["chunks"],
-                sha256=download["sha256"],
-            )
-            state = wire.decode(raw, wire.JSON)
+            state = wire.decode(await self._fetch(download), wire.JSON)
             data = {k: v for k, v in data.items() if k != "stateDownload"}
             body = {**body, "data": {**data, "state": state}}
         return Notification.from_wire(body)
+
+    async def _fetch(self, download: Mapping[str, Any]) -> bytes:
+        return await self._client.fetch_download(
+            download["id"],
+            size=download["size"],
+            chunks=download["chunks"],
+            sha256=download["sha256"],
+        )
 
 
 _EVENT_TYPES = frozenset({"*", "created", "updated", "deleted", "expired", "restored"})

@@ -197,9 +197,10 @@ class CommandHandler:
             item if isinstance(item, cmd.Sealed) else seal_snapshot(self.codec, self._config, item)
         )
         checkpoint_id, request, encoded = sealed.checkpoint_id, sealed.request, sealed.encoded
-        for parent in (request.parent_id, request.restored_from):
+        links = (("parent checkpoint", request.parent_id), ("restoredFrom", request.restored_from))
+        for what, parent in links:
             if parent is not None and not self._exists_in_log(parent):
-                raise NotFoundError("parent checkpoint", parent)
+                raise NotFoundError(what, parent)
         now = self._clock.now().astimezone(UTC)
         timestamp = now if request.timestamp is None else request.timestamp.astimezone(UTC)
         expires = self._retention(request, now)

@@ -482,6 +482,12 @@ def _fan_out(listeners: list[CommitListener], committed: list[Committed]) -> Non
             log.exception("commit listener failed")
 
 
+def _flag(value: Any, field: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidRequestError("expected true or false", field=field)
+    return value
+
+
 def _checkpoint_reply(value: object) -> Mapping[str, Any]:
     assert isinstance(value, Checkpoint)
     return replace(value, snapshot=None).to_wire()
@@ -517,6 +523,8 @@ def list_options(options: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> d
         if unknown:
             raise InvalidRequestError(f"list: unknown option(s) {', '.join(sorted(unknown))}")
         pagination = options.get("pagination") or {}
+        if not isinstance(pagination, Mapping):
+            raise InvalidRequestError("expected an object", field="pagination")
         kwargs = {
             "where": options.get("where"),
             "params": options.get("params") or (),
@@ -535,7 +543,7 @@ def list_options(options: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> d
         "order_by": kwargs.get("order_by"),
         "page": kwargs.get("page", 1),
         "page_size": kwargs.get("page_size", DEFAULT_PAGE_SIZE),
-        "include_snapshot": bool(kwargs.get("include_snapshot", False)),
+        "include_snapshot": _flag(kwargs.get("include_snapshot", False), "includeSnapshot"),
     }
 
 

@@ -131,9 +131,12 @@ def _opt_time(value: Any, field: str) -> datetime | None:
     return None if value is None else parse_timestamp(value, field=field)
 
 
+MAX_INT = 2**53 - 1  # exact in every JSON implementation; page offsets stay within SQLite's
+
+
 def non_negative_int(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InvalidRequestError("expected a non-negative integer", field=field)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
+        raise InvalidRequestError(f"expected an integer 0..{MAX_INT}", field=field)
     return value
 
 

@@ -338,6 +338,10 @@ def _flag(data: Mapping[str, Any], key: str, default: bool) -> bool:
 def _timeout(value: Any, unit: float) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value < float("inf")  # NaN fails this too
+    ):
         raise InvalidRequestError("expected a positive number", field="timeout")
     return float(value) * unit

@@ -35,6 +35,7 @@ from checkpointd.daemon.transfers import Transfers
 from checkpointd.errors import CheckpointError, InternalError, InvalidRequestError
 from checkpointd.manager import CheckpointManager
 from checkpointd.storage.writer import Committed
+from checkpointd.transport import barrier
 
 log = structlog.get_logger("checkpointd.service")
 
@@ -109,6 +110,7 @@ class CheckpointService:
         await service.add_endpoint(
             name="download", subject=f"{self._prefix}.download", handler=self._download
         )
+        await barrier(self._nc)  # the endpoints answer once start() returns
         return self
 
     async def stop(self) -> None:
@@ -278,8 +280,10 @@ class CheckpointService:
             )
             body = _json(without_state(notification.body, offer.to_wire()))
         if len(body) > limit:
-            log.warning("notification too big to publish", seq=notification.seq, size=len(body))
-            return
+            # Still too big (large metadata or conflicts): the whole data goes by download.
+            data = _json(notification.body["data"])
+            offer = self._transfers.offer(data, limit - _HEADROOM)
+            body = _json({**notification.body, "data": {"dataDownload": offer.to_wire()}})
         await self._nc.publish(notification.subject, body)
 
 
