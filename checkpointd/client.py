@@ -414,7 +414,7 @@ class CheckpointClient:
         if wire.DOWNLOAD in reply_headers:
             data = await self._download(nc, reply_headers)
         wire.raise_for_reply(data, reply_headers)
-        return wire.decode(data, wire.content_type(reply_headers))
+        return wire.decode(data, wire.content_type(reply_headers), trusted=True)
 
     async def _upload(self, nc: Client, upload: str, payload: bytes, limit: int) -> None:
         size = limit - _HEADROOM
