@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -9,8 +11,13 @@ import sys
 import sysconfig
 import tempfile
 import time
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 
 
 def nats_server_binary() -> str:
@@ -72,3 +79,25 @@ def start_nats_server(max_payload: int = 1024 * 1024, port: int | None = None) -
             time.sleep(0.02)
     process.kill()
     raise RuntimeError("nats-server did not start within 10 s")
+
+
+@contextlib.asynccontextmanager
+async def subscribed(
+    nc: Client, subject: str, deadline: float = 10.0
+) -> AsyncIterator[Subscription]:
+    """A subscription to ``subject`` (ending in ``>``) that the server has before the block.
+
+    A probe published after the SUB on the same connection is ordered behind it (nats-py's
+    ``flush()`` PING is not), so receiving the probe proves the server has the interest;
+    messages that arrive before the probe (notifications of earlier writes) are skipped.
+    """
+    sub = await nc.subscribe(subject)
+    probe = subject.removesuffix(">") + f"probe.{uuid.uuid4().hex}"
+    await nc.publish(probe, b"")
+    try:
+        async with asyncio.timeout(deadline):
+            while (await sub.next_msg(timeout=deadline)).subject != probe:
+                pass
+        yield sub
+    finally:
+        await sub.unsubscribe()

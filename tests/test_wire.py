@@ -26,7 +26,7 @@ from conftest import FakeClock, OpenManager
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from natsserver import NatsServer, start_nats_server
+from natsserver import NatsServer, start_nats_server, subscribed
 
 from checkpointd import CheckpointManager, __version__
 from checkpointd.daemon import endpoints
@@ -220,43 +220,6 @@ async def next_notifications(sub: Subscription, count: int) -> list[tuple[str, d
 
 
 @contextlib.asynccontextmanager
-async def subscribed(nc: Client, prefix: str) -> AsyncIterator[Subscription]:
-    """A subscription to ``<prefix>.events.>`` that the server has before the block runs.
-
-    ``nc.flush()`` does not prove that: nats-py 2.16 writes its PING straight to the socket,
-    ahead of a SUB still pending. A probe published after the SUB on the same connection is
-    ordered behind it, so receiving the probe does.
-    """
-    sub = await nc.subscribe(f"{prefix}.events.>")
-    probe = f"{prefix}.events.probe.{uuid.uuid4().hex}"
-    await nc.publish(probe, b"")
-    try:
-        async with asyncio.timeout(DEADLINE):
-            while (await sub.next_msg(timeout=DEADLINE)).subject != probe:
-                pass  # a notification of a write before this subscription
-        yield sub
-    finally:
-        await sub.unsubscribe()
-
-
-async def until_served(nc: Client, prefix: str) -> None:
-    """Wait until the service's last endpoint (``download``) has a responder on the server.
-
-    ``CheckpointService.start()`` returns before the server has its subscriptions (see
-    ``test_endpoints_answer_as_soon_as_start_returns``), and flushing the service's connection
-    does not help (see ``subscribed``): the tests wait for an answer instead.
-    """
-    async with asyncio.timeout(DEADLINE):
-        while True:
-            try:
-                await nc.request(f"{prefix}.download", b"{}", timeout=DEADLINE)
-            except nats.errors.NoRespondersError:
-                await asyncio.sleep(0.01)
-            else:
-                return
-
-
-@contextlib.asynccontextmanager
 async def serving(
     manager: CheckpointManager, url: str, *, prefix: str | None = None, **options: Any
 ) -> AsyncIterator[Wire]:
@@ -269,7 +232,6 @@ async def serving(
     )
     await service.start()
     try:
-        await until_served(client_nc, prefix)
         yield Wire(client_nc, prefix)
     finally:
         await service.stop()
@@ -287,8 +249,7 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[Client]:
 
 @pytest.fixture
 async def wire(nc: Client, served: str) -> Wire:
-    """The ``served`` service, spoken to over a raw connection once it answers."""
-    await until_served(nc, served)
+    """The ``served`` service, spoken to over a raw connection."""
     return Wire(nc, served)
 
 
@@ -985,7 +946,7 @@ async def test_idempotency_survives_a_restart(
 
 async def test_every_write_notifies_on_its_subject(wire: Wire) -> None:
     """Create, update, restore and delete each publish their notification, seq by seq."""
-    async with subscribed(wire.nc, wire.prefix) as sub:
+    async with subscribed(wire.nc, f"{wire.prefix}.events.>") as sub:
         cp = await wire.create()
         await wire.ok("update", {"id": cp["id"], "changes": {"name": "renamed"}})
         restored = await wire.ok("restore", {"id": cp["id"]})
@@ -1009,7 +970,7 @@ async def test_every_write_notifies_on_its_subject(wire: Wire) -> None:
 
 async def test_restore_notification_carries_the_restored_state(wire: Wire) -> None:
     """A restore's notification carries the result's state, conflicts and backup id."""
-    async with subscribed(wire.nc, wire.prefix) as sub:
+    async with subscribed(wire.nc, f"{wire.prefix}.events.>") as sub:
         old = await wire.create(snapshot={"state": {"a": 1, "b": 1}})
         await wire.create(snapshot={"state": {"a": 2, "c": 3}})
         body = {
@@ -1039,7 +1000,7 @@ async def test_restore_notification_carries_the_restored_state(wire: Wire) -> No
 
 async def test_notify_false_suppresses_the_restored_notification(wire: Wire) -> None:
     """A restore with ``notify: false`` publishes no ``restored``; later events still flow."""
-    async with subscribed(wire.nc, wire.prefix) as sub:
+    async with subscribed(wire.nc, f"{wire.prefix}.events.>") as sub:
         cp = await wire.create()
         restored = await wire.ok("restore", {"id": cp["id"], "notify": False})
         marker = await wire.create(name="marker", sessionId="s-2")
@@ -1058,7 +1019,7 @@ async def test_notify_false_suppresses_the_restored_notification(wire: Wire) -> 
 )
 async def test_session_token_in_subjects(wire: Wire, session_id: str) -> None:
     """The subject's session token is the id if plain, else ``~`` + unpadded base64url."""
-    async with subscribed(wire.nc, wire.prefix) as sub:
+    async with subscribed(wire.nc, f"{wire.prefix}.events.>") as sub:
         await wire.create(sessionId=session_id)
         [(subject, body)] = await next_notifications(sub, 1)
     assert subject == f"{wire.prefix}.events.created.{token(session_id)}"
@@ -1073,7 +1034,7 @@ async def test_session_token_in_subjects(wire: Wire, session_id: str) -> None:
 
 async def test_a_burst_of_creates_notifies_every_seq_in_order(wire: Wire) -> None:
     """Two hundred concurrent creates publish 200 notifications with consecutive seqs."""
-    async with subscribed(wire.nc, wire.prefix) as sub:
+    async with subscribed(wire.nc, f"{wire.prefix}.events.>") as sub:
         created = await asyncio.gather(
             *(wire.create(name=f"cp-{i}", sessionId=f"s-{i % 7}") for i in range(200))
         )
@@ -1086,13 +1047,13 @@ async def test_a_burst_of_creates_notifies_every_seq_in_order(wire: Wire) -> Non
 
 async def test_missed_notifications_are_filled_from_history(wire: Wire) -> None:
     """A subscriber that missed events gets exactly the missing seqs from history, in order."""
-    async with subscribed(wire.nc, wire.prefix) as sub:
+    async with subscribed(wire.nc, f"{wire.prefix}.events.>") as sub:
         await wire.create(name="seen-1")
         [(_, seen)] = await next_notifications(sub, 1)
     missed = [await wire.create(name=f"missed-{i}") for i in range(3)]
     await wire.ok("update", {"id": missed[0]["id"], "changes": {"name": "renamed"}})
     received: list[int] = []
-    async with subscribed(wire.nc, wire.prefix) as sub:
+    async with subscribed(wire.nc, f"{wire.prefix}.events.>") as sub:
         resumed = await wire.create(name="seen-2", sessionId="s-2")
         while True:  # a late notification of a missed event may still come first
             [(_, body)] = await next_notifications(sub, 1)

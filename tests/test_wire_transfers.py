@@ -8,7 +8,6 @@ CheckpointClient does it for its user and by hand as a client in another languag
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import uuid
@@ -22,7 +21,7 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from natsserver import NatsServer, start_nats_server
+from natsserver import NatsServer, start_nats_server, subscribed
 
 from checkpointd import CheckpointClient, CheckpointManager
 from checkpointd.daemon.service import CheckpointService
@@ -82,37 +81,6 @@ async def fetch(nc: Client, prefix: str, download: str, chunks: int) -> bytes:
     return b"".join(parts)
 
 
-async def until_served(nc: Client, prefix: str) -> None:
-    """Wait until the service's last endpoint has a responder (``start()`` does not)."""
-    async with asyncio.timeout(DEADLINE):
-        while True:
-            try:
-                await nc.request(f"{prefix}.download", b"{}", timeout=DEADLINE)
-            except nats.errors.NoRespondersError:
-                await asyncio.sleep(0.01)
-            else:
-                return
-
-
-@contextlib.asynccontextmanager
-async def subscribed(nc: Client, subject: str) -> AsyncIterator[Subscription]:
-    """A subscription to ``subject`` (ending in ``>``) that the server has before the block.
-
-    nats-py's ``flush()`` may PONG before a pending SUB is written; a probe published after
-    the SUB on the same connection is ordered behind it, so receiving the probe proves it.
-    """
-    sub = await nc.subscribe(subject)
-    probe = subject.removesuffix(">") + f"probe.{uuid.uuid4().hex}"
-    await nc.publish(probe, b"")
-    try:
-        async with asyncio.timeout(DEADLINE):
-            while (await sub.next_msg(timeout=DEADLINE)).subject != probe:
-                pass
-        yield sub
-    finally:
-        await sub.unsubscribe()
-
-
 @pytest.fixture(scope="module")
 def small_server() -> Iterator[NatsServer]:
     """A nats-server of this module's own with a 64 KiB ``max_payload``."""
@@ -128,7 +96,6 @@ async def small(manager: CheckpointManager, small_server: NatsServer) -> AsyncIt
     nc = await nats.connect(small_server.url)
     service = CheckpointService(manager, nc, prefix=prefix, queue_group=prefix.replace(".", "-"))
     await service.start()
-    await until_served(nc, prefix)
     yield prefix
     await service.stop()
     await nc.close()
