@@ -216,9 +216,15 @@ class CheckpointClient:
         """Expire what is due now (the daemon also runs this on its own schedule)."""
         return await self.delete_expired_checkpoints()
 
-    async def rebuild(self) -> int:
-        """As ``CheckpointManager.rebuild``: the events replayed."""
-        return int((await self._call("rebuild", {}, retry=False, wait=_LONG))["events"])
+    async def rebuild(self, *, progress: Callable[[int], None] | None = None) -> int:
+        """As ``CheckpointManager.rebuild``: the events replayed.
+
+        The daemon does not stream progress: ``progress`` is called once, with the total.
+        """
+        events = int((await self._call("rebuild", {}, retry=False, wait=_LONG))["events"])
+        if progress is not None:
+            progress(events)
+        return events
 
     async def restore_checkpoint(
         self,
@@ -294,9 +300,16 @@ class CheckpointClient:
         data = request_mapping(request, kwargs, "history")
         return History.from_wire(await self._call("history", data))
 
-    async def verify_log(self) -> VerifyResult:
-        """As ``CheckpointManager.verify_log``."""
-        return VerifyResult.from_wire(await self._call("verify", {}, retry=False, wait=_LONG))
+    async def health(self) -> int:
+        """As ``CheckpointManager.health``: the log's last seq once the daemon's store answered."""
+        return int((await self._call("health", {}))["lastSeq"])
+
+    async def verify_log(self, *, progress: Callable[[int], None] | None = None) -> VerifyResult:
+        """As ``CheckpointManager.verify_log`` (``progress`` is called once, with the total)."""
+        result = VerifyResult.from_wire(await self._call("verify", {}, retry=False, wait=_LONG))
+        if progress is not None:
+            progress(result.events)
+        return result
 
     async def search_checkpoints(
         self,

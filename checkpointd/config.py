@@ -52,7 +52,7 @@ class Config:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), f.type)
+            check_type(f.name, getattr(self, f.name), f.type)
         for key, allowed in _CHOICES.items():
             value = getattr(self, key)
             if value not in allowed:
@@ -110,7 +110,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _check_type(key: str, value: Any, annotation: Any) -> None:
+def check_type(key: str, value: Any, annotation: Any) -> None:
     spec = str(annotation)
     if value is None:
         if "None" not in spec:

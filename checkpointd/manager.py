@@ -297,13 +297,16 @@ class CheckpointManager:
         await writer.submit(cmd.ForgetKeys(before=horizon))
         return expired
 
-    async def rebuild(self) -> int:
-        """Drop every projection and rebuild it from event 0; returns the events replayed."""
+    async def rebuild(self, *, progress: Callable[[int], None] | None = None) -> int:
+        """Drop every projection and rebuild it from event 0; returns the events replayed.
+
+        ``progress(events_so_far)`` is called every 10,000 events from the writer's thread.
+        """
         writer, _ = self._require()
 
         def run(handler: CommandHandler) -> int:
             try:
-                return rebuild(handler.conn, handler.projector)
+                return rebuild(handler.conn, handler.projector, progress)
             except BaseException:
                 handler.reload_head()
                 raise
@@ -356,10 +359,25 @@ class CheckpointManager:
             limit=data.get("limit", 100),
         )
 
-    async def verify_log(self) -> VerifyResult:
-        """Re-hash the whole event log; ``ok`` is False at the first changed or missing event."""
+    async def health(self) -> int:
+        """The log's last ``seq``, after the writer thread and a reader have both answered.
+
+        The daemon's watchdog and metrics call it. Raises UnavailableError (or StorageError)
+        when the store is closed or the database cannot be read.
+        """
+        writer, reads = self._require()
+        await writer.exclusive(lambda _: None)
+        row = await reads.readers.fetchone("SELECT COALESCE(MAX(seq), 0) FROM events")
+        return 0 if row is None else int(row[0])
+
+    async def verify_log(self, *, progress: Callable[[int], None] | None = None) -> VerifyResult:
+        """Re-hash the whole event log; ``ok`` is False at the first changed or missing event.
+
+        ``progress(events_so_far)`` is called every 10,000 events from a worker thread.
+        """
         self._require()
-        return await asyncio.to_thread(verify_file, os.fspath(self.config.database_path))
+        path = os.fspath(self.config.database_path)
+        return await asyncio.to_thread(verify_file, path, progress)
 
     async def search_checkpoints(
         self,

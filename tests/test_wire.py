@@ -56,6 +56,7 @@ VERBS = (
     "history",
     "verify",
     "rebuild",
+    "health",
 )
 CHECKPOINT_KEYS = {
     "id",

@@ -134,6 +134,11 @@ async def rebuild(m: CheckpointManager, data: Body, _: str | None) -> Mapping[st
     return {"events": await m.rebuild()}
 
 
+async def health(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
+    _only(data, set(), "health")
+    return {"lastSeq": await m.health()}
+
+
 ENDPOINTS: dict[str, Endpoint] = {
     "create": create,
     "create_batch": create_batch,
@@ -151,8 +156,9 @@ ENDPOINTS: dict[str, Endpoint] = {
     "history": history,
     "verify": verify,
     "rebuild": rebuild,
+    "health": health,
 }
-"""Every verb of DESIGN section 4 (and ``rebuild``), by endpoint name."""
+"""Every verb of DESIGN section 4 (and ``rebuild``, ``health``), by endpoint name."""
 
 WRITES = frozenset({"create", "create_batch", "update", "delete", "delete_expired", "restore"})
 """The verbs a ``Nats-Msg-Id`` makes idempotent."""

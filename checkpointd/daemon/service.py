@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -30,6 +31,7 @@ from nats.micro.service import Service
 
 from checkpointd import __version__, wire
 from checkpointd.daemon.endpoints import ENDPOINTS, WRITES
+from checkpointd.daemon.metrics import RequestMetrics
 from checkpointd.daemon.notifications import Outgoing, notifications, without_state
 from checkpointd.daemon.transfers import Transfers
 from checkpointd.errors import CheckpointError, InternalError, InvalidRequestError
@@ -81,10 +83,18 @@ class CheckpointService:
         self._sweeper: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
         self._dropped = 0
+        self.metrics = RequestMetrics()
 
     @property
     def prefix(self) -> str:
         return self._prefix
+
+    def figures(self) -> dict[str, Any]:
+        """The service's own state for the metrics document."""
+        return {
+            "inflight": len(self._inflight),
+            "notifications": {"backlog": self._outbox.qsize(), "dropped": self._dropped},
+        }
 
     async def start(self) -> Self:
         """Register the service and its endpoints, and start publishing notifications."""
@@ -180,16 +190,20 @@ class CheckpointService:
         self, msg: Msg, what: str, work: Callable[[str], Awaitable[tuple[bytes, dict[str, str]]]]
     ) -> None:
         """Run ``work`` and send its reply, or the error reply: every request is answered."""
+        started = time.perf_counter()
         encoding = wire.JSON
+        failed = True
         try:
             encoding = wire.content_type(msg.headers)
             body, headers = await work(encoding)
+            failed = False
         except CheckpointError as error:
             body, headers = wire.error_reply(error, encoding)
         except Exception:
             log.exception("request failed", endpoint=what, subject=msg.subject)
             body, headers = wire.error_reply(InternalError("internal error"), encoding)
         await self._reply(msg, body, headers)
+        self.metrics.observe(what, time.perf_counter() - started, error=failed)
 
     async def _reply(self, msg: Msg, body: bytes, headers: dict[str, str]) -> None:
         if not msg.reply:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 from checkpointd.events import store
 from checkpointd.projections import Projector, fts, stored_position
@@ -10,14 +11,24 @@ from checkpointd.projections import Projector, fts, stored_position
 _FLUSH_EVERY = 10_000
 
 
-def replay(conn: sqlite3.Connection, projector: Projector, after_seq: int) -> int:
-    """Apply every event after ``after_seq``; the caller holds the transaction."""
+def replay(
+    conn: sqlite3.Connection,
+    projector: Projector,
+    after_seq: int,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Apply every event after ``after_seq``; the caller holds the transaction.
+
+    ``progress(count)`` is called every 10,000 events, on this (the writer's) thread.
+    """
     count = 0
     for event in store.scan(conn, after_seq):
         projector.apply(conn, event, event.payload())
         count += 1
         if count % _FLUSH_EVERY == 0:
             projector.flush(conn)
+            if progress is not None:
+                progress(count)
     projector.flush(conn)
     return count
 
@@ -36,7 +47,9 @@ def catch_up(conn: sqlite3.Connection, projector: Projector) -> int:
     return count
 
 
-def rebuild(conn: sqlite3.Connection, projector: Projector) -> int:
+def rebuild(
+    conn: sqlite3.Connection, projector: Projector, progress: Callable[[int], None] | None = None
+) -> int:
     """Drop every projection and rebuild it from event 0, atomically. Returns events replayed.
 
     The FTS index is rebuilt in one pass from the view at the end, which is much faster than
@@ -47,7 +60,7 @@ def rebuild(conn: sqlite3.Connection, projector: Projector) -> int:
     try:
         projector.reset(conn)
         projector.fts_enabled = False
-        count = replay(conn, projector, 0)
+        count = replay(conn, projector, 0, progress)
         if fts_enabled:
             fts.rebuild(conn)
         conn.execute("COMMIT")

@@ -1,0 +1,324 @@
+"""``checkpointd serve``: the store, the NATS service and their background loops, supervised.
+
+Start-up order: lock the database, start the embedded nats-server (when no URL is set), open
+the store, connect, serve, then tell systemd ``READY=1``. SIGTERM/SIGINT: ``STOPPING=1``, stop
+taking requests, answer those in flight, publish what was committed, drain the connection,
+close the store, stop the embedded server, exit 0 — within ``shutdown_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import ssl
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import structlog
+from nats.aio.client import Client
+
+from checkpointd import __version__
+from checkpointd.daemon.embedded import EmbeddedNats
+from checkpointd.daemon.metrics import MetricsCollector
+from checkpointd.daemon.service import CheckpointService
+from checkpointd.daemon.settings import NatsSettings, Settings
+from checkpointd.daemon.systemd import notify, watchdog_interval
+from checkpointd.errors import CheckpointError, ConfigError, UnavailableError
+from checkpointd.manager import CheckpointManager
+
+log = structlog.get_logger("checkpointd.daemon")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: NATS or the embedded server cannot be reached/started
+EXIT_IN_USE = 75  # EX_TEMPFAIL: another checkpointd holds the database
+EXIT_CONFIG = 78  # EX_CONFIG
+
+
+class DatabaseInUseError(UnavailableError):
+    """Another process holds the database's lock file."""
+
+
+@contextlib.contextmanager
+def database_lock(database_path: str) -> Iterator[None]:
+    """Hold ``<database>.lock`` exclusively: one writer process per database file.
+
+    Raises:
+        DatabaseInUseError: another process holds it (named by pid when it wrote one).
+    """
+    path = Path(f"{database_path}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise DatabaseInUseError(
+                f"database {database_path} is in use by another checkpointd (pid {holder})"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+async def connect(
+    url: str,
+    settings: NatsSettings,
+    *,
+    name: str = "checkpointd",
+    closed_cb: Callable[[], Awaitable[None]] | None = None,
+    disconnected_cb: Callable[[], Awaitable[None]] | None = None,
+) -> Client:
+    """Connect within ``connect_timeout``, then reconnect forever; a dead server is noticed
+    after ``ping_interval * max_outstanding_pings`` seconds.
+
+    Raises:
+        UnavailableError: no connection before the deadline.
+    """
+    options: dict[str, Any] = {
+        "user_credentials": settings.credentials_file,
+        "nkeys_seed": settings.nkey_seed_file,
+        "token": settings.token,
+        "user": settings.user,
+        "password": settings.password,
+        "tls": tls_context(settings),
+    }
+    nc = Client()
+    try:
+        async with asyncio.timeout(settings.connect_timeout):
+            await nc.connect(
+                servers=url.split(","),
+                name=name,
+                connect_timeout=max(1, int(settings.connect_timeout)),
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                ping_interval=settings.ping_interval,
+                max_outstanding_pings=settings.max_outstanding_pings,
+                error_cb=_on_error,
+                disconnected_cb=disconnected_cb or _on_disconnected,
+                reconnected_cb=_on_reconnected,
+                closed_cb=closed_cb,
+                **{key: value for key, value in options.items() if value is not None},
+            )
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
+        await nc.close()
+        raise UnavailableError(
+            f"cannot connect to NATS at {safe_url(url)} within {settings.connect_timeout}s"
+            f" ({type(exc).__name__})"
+        ) from None
+    return nc
+
+
+async def every(interval: float, step: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run ``step`` every ``interval`` seconds until cancelled; a failing step is logged."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except CheckpointError as exc:
+            log.warning(f"{what} failed", code=exc.code, error=exc.message)
+        except Exception:
+            log.exception(f"{what} failed")
+
+
+class Daemon:
+    """One run of ``checkpointd serve``. ``await Daemon(settings).run()`` returns the exit code."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stop = asyncio.Event()
+        self._exit = EXIT_OK
+
+    def request_stop(self, code: int = EXIT_OK) -> None:
+        if not self._stop.is_set():
+            self._exit = code
+            self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            with database_lock(self.settings.engine.database_path):
+                return await self._run()
+        except ConfigError as exc:
+            return _cannot_start(exc, EXIT_CONFIG)
+        except DatabaseInUseError as exc:
+            return _cannot_start(exc, EXIT_IN_USE)
+        except UnavailableError as exc:
+            return _cannot_start(exc, EXIT_UNAVAILABLE)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("stopping", signal=sig.name)
+        self.request_stop()
+
+    async def _run(self) -> int:
+        settings = self.settings
+        async with contextlib.AsyncExitStack() as stack:
+            url = settings.nats.url
+            if url is None:
+                embedded = await EmbeddedNats.start(
+                    Path(settings.daemon.state_directory) / "nats",
+                    host=settings.nats.embedded_host,
+                    port=settings.nats.embedded_port,
+                    max_payload=settings.nats.embedded_max_payload,
+                )
+                stack.push_async_callback(embedded.stop)
+                url = embedded.url
+            manager = CheckpointManager(settings.engine)
+            await manager.open()
+            stack.push_async_callback(manager.close)
+            nc = await connect(
+                url, settings.nats, closed_cb=self._on_closed, disconnected_cb=self._on_disconnected
+            )
+            stack.push_async_callback(_drain, nc)
+            service = CheckpointService(
+                manager,
+                nc,
+                prefix=settings.nats.subject_prefix,
+                queue_group=settings.nats.queue_group,
+                max_inflight=settings.daemon.max_inflight,
+                transfer_ttl=settings.daemon.transfer_ttl,
+            )
+            await service.start()
+            stack.push_async_callback(service.stop)
+            loops = self._loops(manager, service, nc)
+            notify(f"READY=1\nSTATUS=serving on {safe_url(url)}\nMAINPID={os.getpid()}")
+            log.info(
+                "serving",
+                version=__version__,
+                nats_url=safe_url(url),
+                prefix=settings.nats.subject_prefix,
+                database=settings.engine.database_path,
+                pid=os.getpid(),
+            )
+            await self._stop.wait()
+            notify("STOPPING=1")
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            try:
+                async with asyncio.timeout(settings.daemon.shutdown_timeout):
+                    await stack.aclose()
+            except TimeoutError:
+                timed_out = True
+            else:
+                timed_out = False
+        if timed_out:
+            log.error("shutdown timed out", seconds=settings.daemon.shutdown_timeout)
+            return EXIT_FAILED
+        log.info("stopped", exit_code=self._exit)
+        return self._exit
+
+    def _loops(
+        self, manager: CheckpointManager, service: CheckpointService, nc: Client
+    ) -> list[asyncio.Task[None]]:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        tasks: list[asyncio.Task[None]] = []
+        if settings.engine.auto_cleanup:
+            tasks.append(
+                loop.create_task(
+                    every(settings.engine.cleanup_interval, manager.cleanup_once, "cleanup")
+                )
+            )
+        if settings.engine.enable_metrics:
+            collector = MetricsCollector(manager, service.metrics, extra=service.figures)
+            subject = f"{settings.nats.subject_prefix}.metrics"
+
+            async def publish_metrics() -> None:
+                document = await collector.collect()
+                await nc.publish(subject, _json(document))
+
+            interval = settings.engine.metrics_interval
+            tasks.append(loop.create_task(every(interval, publish_metrics, "metrics")))
+        ping = watchdog_interval()
+        if ping is not None:
+
+            async def watchdog() -> None:
+                async with asyncio.timeout(ping):
+                    await manager.health()
+                notify("WATCHDOG=1")
+
+            tasks.append(loop.create_task(every(ping, watchdog, "watchdog")))
+        return tasks
+
+    async def _on_disconnected(self) -> None:
+        if not self._stop.is_set():
+            await _on_disconnected()
+
+    async def _on_closed(self) -> None:
+        if not self._stop.is_set():
+            log.error("NATS connection closed")
+            self.request_stop(EXIT_UNAVAILABLE)
+
+
+def _cannot_start(exc: CheckpointError, code: int) -> int:
+    log.error("cannot start", error=exc.message, exit_code=code)
+    return code
+
+
+async def _drain(nc: Client) -> None:
+    """Flush what is queued and close; a connection already lost has nothing left to drain."""
+    with contextlib.suppress(Exception):
+        await nc.drain()
+    if not nc.is_closed:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+async def _on_error(exc: Exception) -> None:
+    log.warning("NATS error", error=type(exc).__name__, detail=str(exc)[:200])
+
+
+async def _on_disconnected() -> None:
+    log.warning("NATS disconnected; reconnecting")
+
+
+async def _on_reconnected() -> None:
+    log.info("NATS reconnected")
+
+
+def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
+    if settings.tls_ca_file is None and settings.tls_cert_file is None:
+        return None
+    context = ssl.create_default_context(cafile=settings.tls_ca_file)
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return context
+
+
+def safe_url(url: str) -> str:
+    """The URL without user:password@ (never logged)."""
+    parts = []
+    for one in url.split(","):
+        scheme, sep, rest = one.partition("://")
+        if sep and "@" in rest:
+            rest = rest.split("@", 1)[1]
+        parts.append(f"{scheme}{sep}{rest}" if sep else one)
+    return ",".join(parts)
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def run_serve(settings: Settings) -> int:
+    """Run the daemon to completion (the CLI's ``serve``); returns the exit code."""
+    return asyncio.run(Daemon(settings).run())
