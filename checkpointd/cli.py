@@ -311,6 +311,8 @@ def _table(out: TextIO, rows: Sequence[Mapping[str, Any]], columns: Sequence[str
 def _cell(value: Any, *, wide: bool = False) -> str:
     if value is None:
         return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}"
     text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
     text = text.replace("\n", " ")
     return text if wide or len(text) <= _WIDTH else text[: _WIDTH - 1] + "…"
