@@ -360,13 +360,16 @@ class CheckpointManager:
         )
 
     async def health(self) -> int:
-        """The log's last ``seq``, after the writer thread and a reader have both answered.
+        """The log's last ``seq``, read by a reader once the writer thread is seen running.
 
-        The daemon's watchdog and metrics call it. Raises UnavailableError (or StorageError)
-        when the store is closed or the database cannot be read.
+        The daemon's watchdog and metrics call it. It does not queue behind the writer, so a
+        long rebuild does not make the store look dead. Raises UnavailableError (or
+        StorageError) when the store is closed, the writer thread has stopped or the database
+        cannot be read.
         """
         writer, reads = self._require()
-        await writer.exclusive(lambda _: None)
+        if not writer.alive:
+            raise UnavailableError("the writer thread has stopped")
         row = await reads.readers.fetchone("SELECT COALESCE(MAX(seq), 0) FROM events")
         return 0 if row is None else int(row[0])
 

@@ -120,10 +120,18 @@ async def connect(
     return nc
 
 
-async def every(interval: float, step: Callable[[], Awaitable[object]], what: str) -> None:
-    """Run ``step`` every ``interval`` seconds until cancelled; a failing step is logged."""
+async def every(
+    interval: float, step: Callable[[], Awaitable[object]], what: str, *, now: bool = False
+) -> None:
+    """Run ``step`` every ``interval`` seconds (first at once if ``now``) until cancelled.
+
+    A failing step is logged and the loop goes on.
+    """
+    first = True
     while True:
-        await asyncio.sleep(interval)
+        if not (first and now):
+            await asyncio.sleep(interval)
+        first = False
         try:
             await step()
         except asyncio.CancelledError:
@@ -236,8 +244,11 @@ class Daemon:
         tasks: list[asyncio.Task[None]] = []
         if settings.engine.auto_cleanup:
             tasks.append(
+                # At start too: what expired while the daemon was down goes now.
                 loop.create_task(
-                    every(settings.engine.cleanup_interval, manager.cleanup_once, "cleanup")
+                    every(
+                        settings.engine.cleanup_interval, manager.cleanup_once, "cleanup", now=True
+                    )
                 )
             )
         if settings.engine.enable_metrics:

@@ -94,6 +94,11 @@ class GroupCommitWriter:
             raise UnavailableError("the checkpoint store is closed")
         return self._handler
 
+    @property
+    def alive(self) -> bool:
+        """The writer thread is running and taking commands."""
+        return self._thread is not None and self._thread.is_alive() and not self._closing
+
     def abandon(self) -> None:
         """Stop the thread without closing anything (for an owner being garbage-collected)."""
         self._closing = True
