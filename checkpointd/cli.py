@@ -47,6 +47,7 @@ _BY_CODE = {
     "internal": 70,
 }
 Store = CheckpointManager | CheckpointClient
+_CONNECT_WAIT = 3.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,6 +98,7 @@ def _verb(
     work: Callable[[Store, argparse.Namespace, TextIO], Any],
 ) -> Callable[[argparse.Namespace, Settings], int]:
     def handler(args: argparse.Namespace, settings: Settings) -> int:
+        logs.configure("warning", "auto")  # stdout is the verb's output; logs go to stderr
         try:
             with _lock(args, settings):
                 result = asyncio.run(_with_store(args, settings, work))
@@ -105,6 +107,10 @@ def _verb(
             if isinstance(exc, run.DatabaseInUseError):
                 print("  (drop --db to go through the running daemon)", file=sys.stderr)
                 return run.EXIT_IN_USE
+            if exc.code == "unavailable" and not args.db:
+                print(
+                    "  (is `checkpointd serve` running? or open a file with --db)", file=sys.stderr
+                )
             return run.EXIT_CONFIG if isinstance(exc, ConfigError) else _BY_CODE.get(exc.code, 70)
         except KeyboardInterrupt:
             return 130
@@ -132,7 +138,8 @@ async def _with_store(
             url,
             prefix=nats.subject_prefix,
             request_timeout=args.timeout,
-            connect_timeout=min(args.timeout, nats.connect_timeout),
+            # A CLI should say at once that no daemon answers (the daemon itself waits longer).
+            connect_timeout=min(args.timeout, nats.connect_timeout, _CONNECT_WAIT),
             credentials_file=nats.credentials_file,
             nkey_seed_file=nats.nkey_seed_file,
             token=nats.token,

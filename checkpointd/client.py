@@ -116,6 +116,7 @@ class CheckpointClient:
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=1,
                     allow_reconnect=True,
+                    error_cb=_quiet,  # nats-py's default prints a traceback per failed attempt
                     **options,
                 )
         except (TimeoutError, OSError, nats.errors.Error) as exc:
@@ -569,3 +570,8 @@ def _unavailable(subject: str, exc: Exception, timeout: float) -> CheckpointErro
     if isinstance(exc, nats.errors.NoRespondersError):
         return UnavailableError(f"no checkpointd service answers on {subject}")
     return UnavailableError(f"no reply on {subject} within {timeout}s")
+
+
+async def _quiet(exc: Exception) -> None:
+    """Connection errors are retried; what matters reaches the caller as UnavailableError."""
+    del exc
