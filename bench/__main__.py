@@ -83,9 +83,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for name in args.only or list(WORKLOADS):
         print(f"== {name}", flush=True)
         start = time.perf_counter()
-        tables = await WORKLOADS[name](datasets)
+        try:
+            tables = await WORKLOADS[name](datasets)
+        except Exception as exc:  # one failed workload must not lose the others
+            print(f"!! {name} failed: {exc!r}", flush=True)
+            results[name] = {"error": repr(exc)}
+        else:
+            results[name] = [t.to_json() for t in tables]
         timings[name] = time.perf_counter() - start
-        results[name] = [t.to_json() for t in tables]
         print(flush=True)
     populated = loads_listing(datasets)
     if populated.rows:

@@ -70,7 +70,15 @@ def sample(k: int, below: int, seed: int) -> list[int]:
 
 
 def big_snapshot(size: int) -> dict[str, Any]:
-    """A snapshot of about ``size`` bytes: 64 KB strings of hex (compressible to about half)."""
+    """A snapshot of just under ``size`` bytes canonical: 64 KB hex strings (gzip to about half).
+
+    0.2 % + 4 KB short of ``size`` so that "100 MB" stays within checkpointd's default
+    ``max_checkpoint_size`` (100 MiB) with msgpack's overhead (about 12 bytes per part).
+    """
     chunk = 64 * 1024
-    parts = {f"part-{j}": os.urandom(chunk // 2).hex() for j in range(max(1, size // chunk))}
+    text = max(chunk, size - size // 512 - 4096)
+    parts = {}
+    for j in range(0, text, chunk):
+        length = min(chunk, text - j)
+        parts[f"part-{j // chunk}"] = os.urandom(length // 2).hex()
     return {"sessions": ["big"], "state": {"blob": parts, "config": {"v": 1}}}
