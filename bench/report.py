@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import checkpointd
 from bench.bench_nats import nats_server_binary
 from bench.timing import Figure
 
@@ -125,6 +126,18 @@ def _nats_server() -> str | None:
     return done.stdout.strip() or None
 
 
+def _checkpointd_source() -> dict[str, str | None]:
+    """Where the imported checkpointd lives and its commit: its version string rarely changes."""
+    source = Path(checkpointd.__file__).resolve().parent.parent
+    done = subprocess.run(  # noqa: S603 - fixed arguments
+        ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],  # noqa: S607 - git on PATH
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return {"path": str(source), "commit": done.stdout.strip() or None}
+
+
 def machine() -> dict[str, Any]:
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -136,6 +149,7 @@ def machine() -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "packages": {name: _package(name) for name in PACKAGES},
         "nats_server": _nats_server(),
+        "checkpointd_source": _checkpointd_source(),
     }
 
 
