@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import cast
 
-from langgraph.checkpoint.base import LATEST_VERSION, Checkpoint
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import LATEST_VERSION, Checkpoint, CheckpointMetadata
 from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
@@ -28,7 +29,7 @@ from bench.stores import writer_session
 NAME = "langgraph AsyncSqliteSaver"
 
 
-def config(thread: str, checkpoint_id: str | None = None) -> dict[str, Any]:
+def config(thread: str, checkpoint_id: str | None = None) -> RunnableConfig:
     configurable = {"thread_id": thread, "checkpoint_ns": ""}
     if checkpoint_id is not None:
         configurable["checkpoint_id"] = checkpoint_id
@@ -57,12 +58,16 @@ class LangGraph:
 
     async def _put(self, i: int, thread: str) -> None:
         cp = checkpoint(i)
-        metadata = {"source": "loop", "step": i, "name": data.name(i), **data.metadata(i)}
+        # Extra keys are stored and filterable; the TypedDict names only LangGraph's own.
+        metadata = cast(
+            "CheckpointMetadata",
+            {"source": "loop", "step": i, "name": data.name(i), **data.metadata(i)},
+        )
         await self.saver.aput(
             config(thread, self.heads.get(thread)),
             cp,
             metadata,
-            {"state": i},  # type: ignore[arg-type]
+            {"state": i},
         )
         self.heads[thread] = cp["id"]
 
@@ -74,15 +79,15 @@ class LangGraph:
             await self._put(i, data.session_of(i))
 
     async def latest(self, session: str) -> None:
-        found = await self.saver.aget_tuple(config(session))  # type: ignore[arg-type]
+        found = await self.saver.aget_tuple(config(session))
         assert found is not None
 
     async def list10(self, session: str) -> None:
-        found = [t async for t in self.saver.alist(config(session), limit=10)]  # type: ignore[arg-type]
+        found = [t async for t in self.saver.alist(config(session), limit=10)]
         assert len(found) == 10
 
     async def get(self, ref: tuple[str, str]) -> None:
-        found = await self.saver.aget_tuple(config(*ref))  # type: ignore[arg-type]
+        found = await self.saver.aget_tuple(config(*ref))
         assert found is not None
 
     async def refs(self, k: int, seed: int, stored: int) -> list[tuple[str, str]]:

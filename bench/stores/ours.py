@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,3 @@ async def open_store(
         options.setdefault("durability", "normal")
     async with CheckpointManager(database_path=str(path), **options) as manager:
         yield Checkpointd(manager, path)
-
-
-def files(path: Path) -> Sequence[Path]:
-    return [path, Path(f"{path}-wal"), Path(f"{path}-shm")]

@@ -17,7 +17,7 @@ from bench.stores import bare_sqlite, eventsourcing_sqlite, langgraph_sqlite, ou
 from bench.timing import drive
 
 WARMUP = 64
-PEERS = (ours, langgraph_sqlite, eventsourcing_sqlite)
+STORES = (ours, langgraph_sqlite, eventsourcing_sqlite)
 
 
 async def run(datasets: Datasets) -> list[Table]:
@@ -25,7 +25,7 @@ async def run(datasets: Datasets) -> list[Table]:
     tables = []
     for concurrency, n in ((1, scale.creates_1), (64, scale.creates_64)):
         table = Table(f"create, 1 KB snapshot, durable, {concurrency} concurrent caller(s)")
-        for module in PEERS:
+        for module in STORES:
             with tempfile.TemporaryDirectory(prefix="bench-create-") as tmp:
                 async with module.open_store(Path(tmp) / "store.db") as store:
                     table.add(store.name, await drive(store.create, n, concurrency, WARMUP))

@@ -57,7 +57,7 @@ async def run(datasets: Datasets) -> list[Table]:
 async def measure(size: int, loads: dict[str, Populated], n: int) -> list[Table]:
     get = Table(f"get by id, {size:,} stored")
     latest = Table(f"latest checkpoint of a session (with its snapshot), {size:,} stored")
-    list10 = Table(f"newest 10 of a session, {size:,} stored", reference="checkpointd")
+    list10 = Table(f"newest 10 of a session, {size:,} stored")
     seed = size
 
     def sessions(loaded: Populated) -> list[str]:
@@ -101,37 +101,39 @@ async def measure(size: int, loads: dict[str, Populated], n: int) -> list[Table]
             table.add(bare_async.name, await drive(by_index(op, inputs), n, warmup=WARMUP), note)
 
     lg = loads[langgraph_sqlite.NAME]
-    async with langgraph_sqlite.open_store(lg.path) as store:
-        refs = await store.refs(n, seed, lg.stored)
+    async with langgraph_sqlite.open_store(lg.path) as lg_store:
+        refs = await lg_store.refs(n, seed, lg.stored)
         note = describe(lg)
         names = sessions(lg)
-        get.add(store.name, await drive(by_index(store.get, refs), n, warmup=WARMUP), note)
-        latest.add(store.name, await drive(by_index(store.latest, names), n, warmup=WARMUP), note)
+        get.add(lg_store.name, await drive(by_index(lg_store.get, refs), n, warmup=WARMUP), note)
+        latest.add(
+            lg_store.name, await drive(by_index(lg_store.latest, names), n, warmup=WARMUP), note
+        )
         list10.add(
-            store.name,
-            await drive(by_index(store.list10, names), n, warmup=WARMUP),
+            lg_store.name,
+            await drive(by_index(lg_store.list10, names), n, warmup=WARMUP),
             note + "; alist(limit=10), full checkpoints",
         )
 
     es = loads[eventsourcing_sqlite.NAME]
-    async with eventsourcing_sqlite.open_store(es.path) as store:
-        refs = await store.refs(n, seed, es.stored)
+    async with eventsourcing_sqlite.open_store(es.path) as es_store:
+        es_refs = await es_store.refs(n, seed, es.stored)
         note = describe(es)
         names = sessions(es)
-        get.add(store.name, await drive(by_index(store.get, refs), n, warmup=WARMUP), note)
+        get.add(es_store.name, await drive(by_index(es_store.get, es_refs), n, warmup=WARMUP), note)
         latest.add(
-            store.name,
-            await drive(by_index(store.latest, names), n, warmup=WARMUP),
+            es_store.name,
+            await drive(by_index(es_store.latest, names), n, warmup=WARMUP),
             note + "; repository.get (replays the stream)",
         )
         latest.add(
-            f"{store.name} last event",
-            await drive(by_index(store.latest_event, names), n, warmup=WARMUP),
+            f"{es_store.name} last event",
+            await drive(by_index(es_store.latest_event, names), n, warmup=WARMUP),
             note + "; events.get(desc, limit=1)",
         )
         list10.add(
-            store.name,
-            await drive(by_index(store.list10, names), n, warmup=WARMUP),
+            es_store.name,
+            await drive(by_index(es_store.list10, names), n, warmup=WARMUP),
             note + "; events.get(desc, limit=10)",
         )
     tables = [get, latest, list10]

@@ -43,12 +43,12 @@ async def run(datasets: Datasets) -> list[Listing]:
                 "bytes/checkpoint": size / n,
             }
         )
-    for store in datasets.stores():
-        loaded = await datasets.get(store, scale.replay_at)
+    for name in datasets.stores():
+        loaded = await datasets.get(name, scale.replay_at)
         size = file_bytes(loaded.path)
         listing.rows.append(
             {
-                "store": store,
+                "store": name,
                 "setting": "populated database (defaults)",
                 "checkpoints": loaded.stored,
                 "bytes": size,
