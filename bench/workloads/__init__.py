@@ -1,0 +1,1 @@
+"""The workloads: each ``run(scale, datasets)`` returns the tables it measured."""

@@ -1,0 +1,56 @@
+"""checkpointd alone: creates over NATS at 1 and 64 in flight, beside in-process.
+
+bench_nats.py's machinery: its own nats-server on a free loopback port, a fresh file and manager
+per row, ``CheckpointService`` on its own connection, and the load from a separate process
+(multiprocessing, spawn) through ``CheckpointClient`` (msgpack); 256 untimed creates, then
+``scale.nats_seconds`` per row. The ratio here is in-process over NATS.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from bench.bench_nats import Load, Plan, in_process, over_nats, start_nats_server
+from bench.datasets import Datasets
+from bench.report import Table
+from bench.timing import Figure
+
+DURABILITY = "full"
+
+
+def as_figure(result: dict[str, Any]) -> Figure:
+    return Figure(
+        ops=result["creates"],
+        seconds=result["seconds"],
+        p50_ms=result["p50_ms"],
+        p99_ms=result["p99_ms"],
+        concurrency=result["concurrency"],
+    )
+
+
+async def run(datasets: Datasets) -> list[Table]:
+    plan = Plan(datasets.scale.nats_seconds, None)
+    server = start_nats_server()
+    tables = []
+    try:
+        for concurrency in (1, 64):
+            table = Table(f"create over NATS, 1 KB snapshot, durable, {concurrency} in flight")
+            local = await in_process(concurrency, plan, DURABILITY, keyed=False)
+            table.add("checkpointd", as_figure(local), "in-process manager")
+            prefix = f"b{uuid.uuid4().hex[:8]}.checkpoint"
+            load = Load(server.url, prefix, "msgpack", concurrency, plan)
+            remote = await over_nats(server, load, DURABILITY, separate=True)
+            cpu = {k: round(v, 1) for k, v in remote["cpu_us_per_create"].items()}
+            table.add(
+                "checkpointd over NATS",
+                as_figure(remote),
+                "CheckpointClient in another process, msgpack",
+                cpu_us_per_create=cpu,
+            )
+            table.notes.append("ratio: in-process creates/s / creates/s over NATS")
+            print(table.render(), flush=True)
+            tables.append(table)
+    finally:
+        server.stop()
+    return tables
