@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,6 +24,7 @@ from checkpointd.daemon import run
 from checkpointd.daemon.settings import Settings, load
 from checkpointd.errors import CheckpointError, ConfigError, InvalidRequestError
 from checkpointd.manager import CheckpointManager
+from checkpointd.transport import safe_url
 
 EXIT_CODES: dict[str, int] = {
     "ok": 0,
@@ -87,7 +89,7 @@ def _config(args: argparse.Namespace, settings: Settings) -> int:
 
 def _nats(settings: Settings) -> str:
     if settings.nats.url is not None:
-        return run.safe_url(settings.nats.url)
+        return safe_url(settings.nats.url)
     return f"embedded on {settings.nats.embedded_host}:{settings.nats.embedded_port}"
 
 
@@ -159,14 +161,21 @@ async def _create(store: Store, args: argparse.Namespace, out: TextIO) -> None:
         "sessionId": args.session,
         "snapshot": _json_arg(args.snapshot, "--snapshot") if args.snapshot else {},
     }
-    for flag, key in (("description", "description"), ("parent", "parentCheckpoint")):
-        if getattr(args, flag) is not None:
-            request[key] = getattr(args, flag)
+    if args.description is not None:
+        request["description"] = args.description
     request["branches"] = args.branch or ["main"]
-    if args.metadata:
-        request["metadata"] = _json_arg(args.metadata, "--metadata")
+    metadata = _json_arg(args.metadata, "--metadata") if args.metadata else {}
+    if args.parent is not None:
+        if not isinstance(metadata, dict):
+            raise InvalidRequestError("expected a JSON object", field="--metadata")
+        metadata = {**metadata, "parentCheckpoint": args.parent}
+    if metadata or args.metadata:
+        request["metadata"] = metadata
     if args.retention_days is not None:
-        request["retentionDays"] = args.retention_days
+        if not args.retention_days > 0:
+            raise InvalidRequestError("must be > 0", field="--retention-days")
+        expires = datetime.now(UTC) + timedelta(days=args.retention_days)
+        request["retentionExpiresAt"] = expires.isoformat().replace("+00:00", "Z")
     checkpoint = await store.create(request)
     _emit(out, args, checkpoint.to_wire(), lambda c: _fields(out, c, _SUMMARY))
 
@@ -362,7 +371,9 @@ def _json_arg(value: str, flag: str) -> Any:
         try:
             text = Path(value[1:]).read_text(encoding="utf-8")
         except OSError as exc:
-            raise ConfigError(flag, value, f"cannot read: {exc.strerror}") from None
+            raise InvalidRequestError(
+                f"cannot read {value[1:]}: {exc.strerror}", field=flag
+            ) from None
     else:
         text = value
     try:

@@ -40,7 +40,7 @@ from checkpointd.models import Checkpoint, History, Lineage, Notification, Page,
 from checkpointd.requests import batch_items, request_mapping, wire_keys
 from checkpointd.results import Diff, RestoreResult, Stats, ValidationReport
 from checkpointd.snapshots import canonical_encode
-from checkpointd.transport import barrier
+from checkpointd.transport import barrier, safe_url
 
 _HEADROOM = 1024  # bytes of a chunk message left for its headers
 _LONG = 600.0  # seconds a rebuild or verify of a large log may take
@@ -122,7 +122,7 @@ class CheckpointClient:
         except (TimeoutError, OSError, nats.errors.Error) as exc:
             await nc.close()
             raise UnavailableError(
-                f"cannot connect to NATS at {self._url} within {self._connect_timeout}s"
+                f"cannot connect to NATS at {safe_url(self._url)} within {self._connect_timeout}s"
                 f" ({type(exc).__name__})"
             ) from None
         self._nc = nc

@@ -28,3 +28,23 @@ async def barrier(nc: Client, wait: float = 10.0) -> None:
             await received
     finally:
         await subscription.unsubscribe()
+
+
+def safe_url(url: str, *, mask: str | None = None) -> str:
+    """``url`` (one or a comma-separated list) without credentials, for logs and messages.
+
+    ``user:password@`` is dropped, or with ``mask`` the password (or a lone token) is replaced
+    by it and the user kept.
+    """
+    parts = []
+    for one in url.split(","):
+        scheme, sep, rest = one.partition("://")
+        if sep and "@" in rest:
+            userinfo, host = rest.rsplit("@", 1)
+            if mask is None:
+                rest = host
+            else:
+                user, colon, _ = userinfo.partition(":")
+                rest = f"{user}:{mask}@{host}" if colon else f"{mask}@{host}"
+        parts.append(f"{scheme}{sep}{rest}" if sep else one)
+    return ",".join(parts)

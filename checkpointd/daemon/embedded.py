@@ -124,6 +124,9 @@ class EmbeddedNats:
             last = server._tail[-1] if server._tail else "no output"
             reason = "timed out" if isinstance(exc, TimeoutError) else "exited"
             raise UnavailableError(f"embedded nats-server {reason}: {last}") from None
+        except BaseException:  # cancelled: do not leave the server running
+            await server.stop()
+            raise
         server._reader = asyncio.get_running_loop().create_task(server._drain())
         log.info("embedded nats-server ready", url=server.url, pid=process.pid)
         return server

@@ -32,6 +32,7 @@ from checkpointd.daemon.settings import NatsSettings, Settings
 from checkpointd.daemon.systemd import notify, watchdog_interval
 from checkpointd.errors import CheckpointError, ConfigError, UnavailableError
 from checkpointd.manager import CheckpointManager
+from checkpointd.transport import safe_url
 
 log = structlog.get_logger("checkpointd.daemon")
 
@@ -54,8 +55,12 @@ def database_lock(database_path: str) -> Iterator[None]:
         DatabaseInUseError: another process holds it (named by pid when it wrote one).
     """
     path = Path(f"{database_path}.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        reason = f"cannot create {path}: {exc.strerror}"
+        raise ConfigError("database_path", database_path, reason) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -117,6 +122,9 @@ async def connect(
             f"cannot connect to NATS at {safe_url(url)} within {settings.connect_timeout}s"
             f" ({type(exc).__name__})"
         ) from None
+    except BaseException:  # cancelled by a stop: leave no reconnect loop behind
+        await nc.close()
+        raise
     return nc
 
 
@@ -179,35 +187,18 @@ class Daemon:
     async def _run(self) -> int:
         settings = self.settings
         async with contextlib.AsyncExitStack() as stack:
-            url = settings.nats.url
-            if url is None:
-                embedded = await EmbeddedNats.start(
-                    Path(settings.daemon.state_directory) / "nats",
-                    host=settings.nats.embedded_host,
-                    port=settings.nats.embedded_port,
-                    max_payload=settings.nats.embedded_max_payload,
-                )
-                stack.push_async_callback(embedded.stop)
-                url = embedded.url
-                watcher = asyncio.get_running_loop().create_task(self._watch(embedded))
-                stack.callback(watcher.cancel)
-            manager = CheckpointManager(settings.engine)
-            await manager.open()
-            stack.push_async_callback(manager.close)
-            nc = await connect(
-                url, settings.nats, closed_cb=self._on_closed, disconnected_cb=self._on_disconnected
-            )
-            stack.push_async_callback(_drain, nc)
-            service = CheckpointService(
-                manager,
-                nc,
-                prefix=settings.nats.subject_prefix,
-                queue_group=settings.nats.queue_group,
-                max_inflight=settings.daemon.max_inflight,
-                transfer_ttl=settings.daemon.transfer_ttl,
-            )
-            await service.start()
-            stack.push_async_callback(service.stop)
+            # A stop requested while starting (NATS may take connect_timeout) ends the start.
+            starting = asyncio.ensure_future(self._start(stack))
+            stopping = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+                notify("STOPPING=1")
+                log.info("stopped before ready", exit_code=self._exit)
+                return self._exit
+            manager, service, nc, url = starting.result()
             loops = self._loops(manager, service, nc)
             notify(f"READY=1\nSTATUS=serving on {safe_url(url)}\nMAINPID={os.getpid()}")
             log.info(
@@ -235,6 +226,42 @@ class Daemon:
             return EXIT_FAILED
         log.info("stopped", exit_code=self._exit)
         return self._exit
+
+    async def _start(
+        self, stack: contextlib.AsyncExitStack
+    ) -> tuple[CheckpointManager, CheckpointService, Client, str]:
+        """Start everything, registering each part's stop on ``stack`` as it comes up."""
+        settings = self.settings
+        url = settings.nats.url
+        if url is None:
+            embedded = await EmbeddedNats.start(
+                Path(settings.daemon.state_directory) / "nats",
+                host=settings.nats.embedded_host,
+                port=settings.nats.embedded_port,
+                max_payload=settings.nats.embedded_max_payload,
+            )
+            stack.push_async_callback(embedded.stop)
+            url = embedded.url
+            watcher = asyncio.get_running_loop().create_task(self._watch(embedded))
+            stack.callback(watcher.cancel)
+        manager = CheckpointManager(settings.engine)
+        await manager.open()
+        stack.push_async_callback(manager.close)
+        nc = await connect(
+            url, settings.nats, closed_cb=self._on_closed, disconnected_cb=self._on_disconnected
+        )
+        stack.push_async_callback(_drain, nc)
+        service = CheckpointService(
+            manager,
+            nc,
+            prefix=settings.nats.subject_prefix,
+            queue_group=settings.nats.queue_group,
+            max_inflight=settings.daemon.max_inflight,
+            transfer_ttl=settings.daemon.transfer_ttl,
+        )
+        await service.start()
+        stack.push_async_callback(service.stop)
+        return manager, service, nc, url
 
     def _loops(
         self, manager: CheckpointManager, service: CheckpointService, nc: Client
@@ -322,17 +349,6 @@ def tls_context(settings: NatsSettings) -> ssl.SSLContext | None:
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
         context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
     return context
-
-
-def safe_url(url: str) -> str:
-    """The URL without user:password@ (never logged)."""
-    parts = []
-    for one in url.split(","):
-        scheme, sep, rest = one.partition("://")
-        if sep and "@" in rest:
-            rest = rest.split("@", 1)[1]
-        parts.append(f"{scheme}{sep}{rest}" if sep else one)
-    return ",".join(parts)
 
 
 def _json(document: dict[str, Any]) -> bytes:

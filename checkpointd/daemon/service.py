@@ -130,6 +130,7 @@ class CheckpointService:
         """
         service, self._service = self._service, None
         if service is not None:
+            await _drain_endpoints(service)
             await service.stop()
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
@@ -299,6 +300,29 @@ class CheckpointService:
             offer = self._transfers.offer(data, limit - _HEADROOM)
             body = _json({**notification.body, "data": {"dataDownload": offer.to_wire()}})
         await self._nc.publish(notification.subject, body)
+
+
+async def _drain_endpoints(service: Service) -> None:
+    """Admit the requests already delivered to the endpoints before they unsubscribe.
+
+    ``Service.stop()`` unsubscribes, which throws away messages waiting in a subscription's
+    queue: their callers would wait out their timeouts. Draining first (UNSUB, then handle what
+    is queued) gets each of them admitted, and so answered. nats.micro does not expose the
+    endpoints' subscriptions, hence the guarded private attributes.
+    """
+    endpoints = getattr(service, "_endpoints", None)
+    if not isinstance(endpoints, list):
+        return
+    for endpoint in endpoints:
+        subscription = getattr(endpoint, "_subscription", None)
+        if subscription is not None:
+            try:
+                await subscription.drain()
+            except Exception:
+                log.warning("could not drain an endpoint", exc_info=True)
+    # Drained subscriptions are gone: Service.stop() must not unsubscribe them again (it
+    # raises); it still drains the $SRV subscriptions.
+    endpoints.clear()
 
 
 def _json(value: Mapping[str, Any]) -> bytes:

@@ -18,12 +18,19 @@ from typing import Any
 from checkpointd.config import Config, check_type
 from checkpointd.errors import ConfigError
 from checkpointd.snapshots import Keyring
+from checkpointd.transport import safe_url
 
 ENV_PREFIX = "CHECKPOINTD_"
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _LOG_FORMATS = ("auto", "json", "console")
 _MASK = "***"
 _FILES = ("credentials_file", "nkey_seed_file", "tls_ca_file", "tls_cert_file", "tls_key_file")
+# A check that involves two keys blames the second when the first was never set.
+_RELATED = {
+    "nats.url": "nats.embedded",
+    "nats.tls_cert_file": "nats.tls_key_file",
+    "encryption_key": "enable_encryption",
+}
 _SECRETS = frozenset({"encryption_key", "encryption_old_keys", "nats.token", "nats.password"})
 
 
@@ -95,6 +102,8 @@ class DaemonSettings:
     def __post_init__(self) -> None:
         for f in fields(self):
             check_type(f.name, getattr(self, f.name), f.type)
+        if not self.state_directory:
+            raise ConfigError("state_directory", self.state_directory, "must not be empty")
         if self.log_level not in _LOG_LEVELS:
             reason = f"must be one of {', '.join(_LOG_LEVELS)}"
             raise ConfigError("log_level", self.log_level, reason)
@@ -117,12 +126,17 @@ class Settings:
     nats: NatsSettings
 
     def flat(self, *, masked: bool = True) -> dict[str, Any]:
-        """Every setting by dotted name (``nats.url``), secrets masked unless ``masked=False``."""
+        """Every setting by dotted name (``nats.url``), secrets masked unless ``masked=False``.
+
+        Masked, a password inside ``nats.url`` is replaced by ``***`` too.
+        """
         values: dict[str, Any] = {}
         for section, prefix in ((self.engine, ""), (self.daemon, ""), (self.nats, "nats.")):
             for name, value in asdict(section).items():
                 key = prefix + name
                 values[key] = _mask(key, value) if masked else value
+        if masked and values["nats.url"] is not None:
+            values["nats.url"] = safe_url(values["nats.url"], mask=_MASK)
         return values
 
     def to_toml(self) -> str:
@@ -269,7 +283,7 @@ def _build(values: dict[str, Any], origin: dict[str, str], env: Mapping[str, str
         nats = NatsSettings(**section(_NATS, "nats."))
         _check_secrets(engine, nats)
     except ConfigError as exc:
-        source = origin.get(exc.key, "default")
+        source = origin.get(exc.key) or origin.get(_RELATED.get(exc.key, ""), "default")
         value = values.get(exc.key)
         raise SettingsError(source, exc.key, _mask(exc.key, value), exc.reason) from None
     return Settings(engine, daemon, nats)
