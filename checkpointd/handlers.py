@@ -65,6 +65,7 @@ class _PreparedCreate:
     data: dict[str, Any]
     data_bytes: bytes
     now: datetime
+    at: str  # ``now`` as stored text
     timestamp: datetime
     expires: datetime | None
 
@@ -201,13 +202,18 @@ class CommandHandler:
         for what, parent in links:
             if parent is not None and not self._exists_in_log(parent):
                 raise NotFoundError(what, parent)
-        now = self._clock.now().astimezone(UTC)
-        timestamp = now if request.timestamp is None else request.timestamp.astimezone(UTC)
+        now = _utc(self._clock.now())
+        at = format_timestamp(now)
+        if request.timestamp is None:
+            timestamp, timestamp_text = now, at
+        else:
+            timestamp = _utc(request.timestamp)
+            timestamp_text = format_timestamp(timestamp)
         expires = self._retention(request, now)
         data = {
             "name": request.name,
             "sessionId": request.session_id,
-            "timestamp": format_timestamp(timestamp),
+            "timestamp": timestamp_text,
             "branches": request.branches,
             "metadata": request.metadata,
             "createdBy": request.created_by,
@@ -226,6 +232,7 @@ class CommandHandler:
             data=data,
             data_bytes=canonical_encode(data),
             now=now,
+            at=at,
             timestamp=timestamp,
             expires=expires,
         )
@@ -237,7 +244,7 @@ class CommandHandler:
             stream=p.checkpoint_id,
             session_id=request.session_id,
             version=1,
-            at=format_timestamp(p.now),
+            at=p.at,
             context=context,
             data=p.data_bytes,
         )
@@ -391,6 +398,10 @@ class CommandHandler:
         if row is None:
             raise NotFoundError("checkpoint", checkpoint_id)
         return row
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt if dt.tzinfo is UTC else dt.astimezone(UTC)
 
 
 def _final(command: cmd.Command, value: object) -> bool:

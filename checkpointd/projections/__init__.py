@@ -67,7 +67,7 @@ class Projector:
         lineage.link(conn, event, data["metadata"].get("parentCheckpoint"), lineage.PARENT)
         lineage.link(conn, event, data.get("restoredFrom"), lineage.RESTORED_FROM)
         # A checkpoint taken from a restored state descends from the checkpoint restored.
-        lineage.link(conn, event, sessions.restored_from(conn, event.session_id), lineage.RESTORE)
+        lineage.link_restore(conn, event)
         sessions.checkpoint_created(conn, event)
         return row
 

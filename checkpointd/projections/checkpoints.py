@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
 from checkpointd.events.types import EventRecord
@@ -38,6 +39,7 @@ COLUMNS = (
 )
 _INSERT = f"INSERT INTO checkpoints ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM checkpoints"
+_VALUES = itemgetter(*COLUMNS)  # a row's values in COLUMNS order, in one C call
 
 Row = dict[str, Any]
 
@@ -114,7 +116,7 @@ def load(conn: sqlite3.Connection, checkpoint_id: str) -> Row | None:
 
 
 def insert(conn: sqlite3.Connection, row: Row) -> None:
-    conn.execute(_INSERT, tuple(row[c] for c in COLUMNS))
+    conn.execute(_INSERT, _VALUES(row))
 
 
 def replace(conn: sqlite3.Connection, row: Row) -> None:

@@ -21,14 +21,6 @@ _UPSERT = (
 )
 
 
-def restored_from(conn: sqlite3.Connection, session_id: str) -> str | None:
-    """The checkpoint the session's current state was restored from, if it was a restore."""
-    row = conn.execute(
-        "SELECT restored_from FROM sessions WHERE session_id = ?", (session_id,)
-    ).fetchone()
-    return None if row is None else row[0]
-
-
 def checkpoint_created(conn: sqlite3.Connection, event: EventRecord) -> None:
     """The session is now at this checkpoint's state (blob at the create event's seq)."""
     conn.execute(
