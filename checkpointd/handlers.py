@@ -30,13 +30,19 @@ from checkpointd.errors import (
 )
 from checkpointd.events import store
 from checkpointd.events.types import EventRecord, EventType, seal
-from checkpointd.idempotency import Idempotency, Replayed, decode_reply, encode_reply
+from checkpointd.idempotency import (
+    RENDER_FROM_EVENT,
+    Idempotency,
+    Replayed,
+    decode_reply,
+    encode_reply,
+)
 from checkpointd.ids import new_id
 from checkpointd.models import Checkpoint
 from checkpointd.projections import Projector, checkpoints
 from checkpointd.projections.checkpoints import Row
 from checkpointd.requests import CreateRequest, UpdateRequest
-from checkpointd.rows import checkpoint_from_row
+from checkpointd.rows import checkpoint_from_row, created_wire
 from checkpointd.snapshots import (
     EncodedSnapshot,
     SnapshotCodec,
@@ -114,28 +120,33 @@ class CommandHandler:
                 raise PartialWriteError(type(command).__name__) from exc
             return Outcome(error=exc)
         if key is not None and _final(command, value):
+            # A create's reply is not stored: a retry renders it from the create event at
+            # ``seq`` (RENDER_FROM_EVENT), which saves rendering and storing it on every create.
+            reply = (
+                RENDER_FROM_EVENT
+                if isinstance(command, cmd.Create)
+                else encode_reply(key.render(value))
+            )
             self.conn.execute(
                 "INSERT INTO idempotency (key, digest, seq, at, reply) VALUES (?, ?, ?, ?, ?)",
-                (
-                    key.key,
-                    key.digest,
-                    self.seq,
-                    format_timestamp(self._clock.now()),
-                    encode_reply(key.render(value)),
-                ),
+                (key.key, key.digest, self.seq, format_timestamp(self._clock.now()), reply),
             )
         return Outcome(value=value, events=tuple(self._appended))
 
     def _replayed(self, key: Idempotency) -> Replayed | None:
         """The stored reply for ``key``; ConflictError if the key came with another request."""
         found = self.conn.execute(
-            "SELECT digest, reply FROM idempotency WHERE key = ?", (key.key,)
+            "SELECT digest, seq, reply FROM idempotency WHERE key = ?", (key.key,)
         ).fetchone()
         if found is None:
             return None
-        if bytes(found[0]) != key.digest:
+        digest, seq, reply = found
+        if bytes(digest) != key.digest:
             raise ConflictError(f"message id {key.key!r} was already used for another request")
-        return Replayed(decode_reply(bytes(found[1])))
+        if bytes(reply) == RENDER_FROM_EVENT:
+            row = self.conn.execute(f"{store.SELECT} WHERE seq = ?", (seq,)).fetchone()
+            return Replayed(created_wire(store.from_row(row)))
+        return Replayed(decode_reply(bytes(reply)))
 
     def _dispatch(self, command: cmd.Command) -> object:
         match command:
