@@ -76,7 +76,10 @@ class CheckpointService:
         )
         self._service: Service | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue(_NOTIFY_BACKLOG)
+        # One entry per COMMIT (its notifications in seq order); ``_backlog`` counts the
+        # notifications queued, which ``_NOTIFY_BACKLOG`` bounds.
+        self._outbox: asyncio.Queue[list[Outgoing]] = asyncio.Queue()
+        self._backlog = 0
         self._publisher: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
@@ -251,23 +254,37 @@ class CheckpointService:
     # -- notifications -------------------------------------------------------------------
 
     def _on_commit(self, committed: list[Committed]) -> None:
-        """On the loop, right after a COMMIT: queue its notifications in ``seq`` order."""
-        for notification in notifications(self._prefix, committed):
-            try:
-                self._outbox.put_nowait(notification)
-            except asyncio.QueueFull:
-                # Subscribers find the gap by seq and fill it from history.
-                self._dropped += 1
-                if self._dropped % 1000 == 1:
-                    log.warning("notification backlog full; dropping", dropped=self._dropped)
+        """On the loop, right after a COMMIT: queue its notifications in ``seq`` order.
+
+        A group's notifications go into the outbox as one entry (one queue hand-off per COMMIT
+        rather than per event).
+        """
+        batch = list(notifications(self._prefix, committed))
+        room = _NOTIFY_BACKLOG - self._backlog
+        if len(batch) > room:
+            # Subscribers find the gap by seq and fill it from history.
+            room = max(room, 0)
+            before, self._dropped = self._dropped, self._dropped + len(batch) - room
+            batch = batch[:room]
+            if before == 0 or before // 1000 != self._dropped // 1000:  # rate-limited
+                log.warning("notification backlog full; dropping", dropped=self._dropped)
+        if batch:
+            self._backlog += len(batch)
+            self._outbox.put_nowait(batch)
 
     async def _publish_loop(self) -> None:
         while True:
-            notification = await self._outbox.get()
+            batch = await self._outbox.get()
             try:
-                await self._publish(notification)
-            except Exception:
-                log.warning("could not publish a notification", seq=notification.seq, exc_info=True)
+                for notification in batch:
+                    try:
+                        await self._publish(notification)
+                    except Exception:
+                        log.warning(
+                            "could not publish a notification", seq=notification.seq, exc_info=True
+                        )
+                    finally:
+                        self._backlog -= 1
             finally:
                 self._outbox.task_done()
 
@@ -287,5 +304,9 @@ class CheckpointService:
         await self._nc.publish(notification.subject, body)
 
 
+# Built once: json.dumps with options builds a new encoder per call.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _json(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _JSON.encode(value).encode()
