@@ -6,6 +6,7 @@ import sqlite3
 
 from checkpointd.events import store
 from checkpointd.projections import Projector, fts, stored_position
+from checkpointd.storage.schema import PROJECTION_TABLES
 
 _FLUSH_EVERY = 10_000
 
@@ -47,7 +48,10 @@ def rebuild(conn: sqlite3.Connection, projector: Projector) -> int:
     try:
         projector.reset(conn)
         projector.fts_enabled = False
+        indexes = _drop_indexes(conn)
         count = replay(conn, projector, 0)
+        for sql in indexes:
+            conn.execute(sql)
         if fts_enabled:
             fts.rebuild(conn)
         conn.execute("COMMIT")
@@ -57,3 +61,21 @@ def rebuild(conn: sqlite3.Connection, projector: Projector) -> int:
     finally:
         projector.fts_enabled = fts_enabled
     return count
+
+
+def _drop_indexes(conn: sqlite3.Connection) -> list[str]:
+    """Drop the views' secondary indexes; returns the statements that create them again.
+
+    Building an index once over the replayed rows (a sort) is much cheaper than keeping it up to
+    date row by row. The statements are the schema's own, read back from ``sqlite_master``;
+    the implicit indexes of PRIMARY KEY and UNIQUE constraints (no SQL) stay.
+    """
+    marks = ", ".join("?" * len(PROJECTION_TABLES))
+    rows = conn.execute(
+        f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        f" AND tbl_name IN ({marks}) ORDER BY name",
+        PROJECTION_TABLES,
+    ).fetchall()
+    for name, _ in rows:
+        conn.execute(f'DROP INDEX "{name}"')
+    return [sql for _, sql in rows]
