@@ -15,7 +15,6 @@ No message the service sends is bigger than the connection's ``max_payload``, he
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
@@ -29,6 +28,7 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 
 from checkpointd import __version__, wire
+from checkpointd.compact_json import compact_dumps
 from checkpointd.daemon.endpoints import ENDPOINTS, WRITES
 from checkpointd.daemon.notifications import Outgoing, notifications, without_state
 from checkpointd.daemon.transfers import Transfers
@@ -304,9 +304,8 @@ class CheckpointService:
         await self._nc.publish(notification.subject, body)
 
 
-# Built once: json.dumps with options builds a new encoder per call.
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_DUMPS = compact_dumps(sort_keys=False)
 
 
 def _json(value: Mapping[str, Any]) -> bytes:
-    return _JSON.encode(value).encode()
+    return _DUMPS(value).encode()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any
 
+from checkpointd.compact_json import compact_dumps
 from checkpointd.events.types import EventRecord
 
 COLUMNS = (
@@ -44,13 +44,8 @@ _VALUES = itemgetter(*COLUMNS)  # a row's values in COLUMNS order, in one C call
 Row = dict[str, Any]
 
 
-# Keys sorted as in the canonical event data, so a rebuild writes the very same text. One
-# encoder, built once: json.dumps with options builds a new one per call (this is a hot path).
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-
-
-def dumps(value: Any) -> str:
-    return _JSON.encode(value)
+# Keys sorted as in the canonical event data, so a rebuild writes the very same text.
+dumps = compact_dumps(sort_keys=True)
 
 
 def metadata_columns(metadata: Mapping[str, Any]) -> Row:
