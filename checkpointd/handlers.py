@@ -100,6 +100,8 @@ class CommandHandler:
         """Re-read the chain head after a rolled-back transaction."""
         self.seq, self.head_hash = store.head(self.conn)
         self.projector.discard_group(self.seq)
+        # A rolled-back rebuild emptied and refilled the views in memory only.
+        self.projector.track_restores(self.conn)
 
     def handle(self, command: cmd.Command) -> Outcome:
         """Run one command in the open transaction.

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from checkpointd import Checkpoint, CheckpointManager
-from checkpointd.errors import IntegrityError, InvalidRequestError, NotFoundError
+from checkpointd.errors import CheckpointError, IntegrityError, InvalidRequestError, NotFoundError
 from checkpointd.results import RestoreResult
 
 Store = Any  # CheckpointManager now; CheckpointClient in the contract suite
@@ -604,6 +604,22 @@ async def test_a_rebuilt_store_links_checkpoints_taken_after_a_restore(
     saved = await saved_then_current(manager)
     await manager.restore_checkpoint(saved.id, merge_strategy="merge")
     await manager.rebuild()
+    following = await make(manager, "following", "s-1")
+    assert ids((await manager.get_lineage(following.id)).ancestors) == [saved.id]
+
+
+async def test_a_failed_rebuild_leaves_restore_lineage_working(
+    manager: CheckpointManager, db_path: Path
+) -> None:
+    """A rebuild that fails half way rolls back, and restore links are still recorded after."""
+    saved = await saved_then_current(manager)
+    await manager.restore_checkpoint(saved.id, merge_strategy="merge")
+    with closing(sqlite3.connect(db_path)) as db:  # an undecodable event makes replay fail
+        db.execute("DROP TRIGGER events_no_update")
+        db.execute("UPDATE events SET data = x'c1' WHERE seq = 1")
+        db.commit()
+    with pytest.raises(CheckpointError):
+        await manager.rebuild()
     following = await make(manager, "following", "s-1")
     assert ids((await manager.get_lineage(following.id)).ancestors) == [saved.id]
 

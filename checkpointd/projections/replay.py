@@ -14,12 +14,16 @@ _FLUSH_EVERY = 10_000
 def replay(conn: sqlite3.Connection, projector: Projector, after_seq: int) -> int:
     """Apply every event after ``after_seq``; the caller holds the transaction."""
     count = 0
-    for event in store.scan(conn, after_seq):
-        projector.apply(conn, event, event.payload())
-        count += 1
-        if count % _FLUSH_EVERY == 0:
-            projector.flush(conn)
-    projector.flush(conn)
+    projector.bulk = True
+    try:
+        for event in store.scan(conn, after_seq):
+            projector.apply(conn, event, event.payload())
+            count += 1
+            if count % _FLUSH_EVERY == 0:
+                projector.flush(conn)
+        projector.flush(conn)
+    finally:
+        projector.bulk = False
     return count
 
 
