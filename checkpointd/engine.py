@@ -46,6 +46,7 @@ def open_write_side(config: Config, clock: Clock) -> CommandHandler:
         projector = Projector(fts_enabled=config.enable_fts)
         handler = CommandHandler(conn, config=config, codec=codec, projector=projector, clock=clock)
         caught_up = catch_up(conn, projector)
+        projector.track_restores(conn)
         if caught_up:
             log.info("projections caught up", events=caught_up)
         _sync_fts_flag(conn, enabled=config.enable_fts)

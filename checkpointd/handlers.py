@@ -30,13 +30,19 @@ from checkpointd.errors import (
 )
 from checkpointd.events import store
 from checkpointd.events.types import EventRecord, EventType, seal
-from checkpointd.idempotency import Idempotency, Replayed, decode_reply, encode_reply
+from checkpointd.idempotency import (
+    RENDER_FROM_EVENT,
+    Idempotency,
+    Replayed,
+    decode_reply,
+    encode_reply,
+)
 from checkpointd.ids import new_id
 from checkpointd.models import Checkpoint
 from checkpointd.projections import Projector, checkpoints
 from checkpointd.projections.checkpoints import Row
 from checkpointd.requests import CreateRequest, UpdateRequest
-from checkpointd.rows import checkpoint_from_row
+from checkpointd.rows import checkpoint_from_row, created_wire
 from checkpointd.snapshots import (
     EncodedSnapshot,
     SnapshotCodec,
@@ -65,6 +71,7 @@ class _PreparedCreate:
     data: dict[str, Any]
     data_bytes: bytes
     now: datetime
+    at: str  # ``now`` as stored text
     timestamp: datetime
     expires: datetime | None
 
@@ -93,6 +100,8 @@ class CommandHandler:
         """Re-read the chain head after a rolled-back transaction."""
         self.seq, self.head_hash = store.head(self.conn)
         self.projector.discard_group(self.seq)
+        # A rolled-back rebuild emptied and refilled the views in memory only.
+        self.projector.track_restores(self.conn)
 
     def handle(self, command: cmd.Command) -> Outcome:
         """Run one command in the open transaction.
@@ -113,28 +122,33 @@ class CommandHandler:
                 raise PartialWriteError(type(command).__name__) from exc
             return Outcome(error=exc)
         if key is not None and _final(command, value):
+            # A create's reply is not stored: a retry renders it from the create event at
+            # ``seq`` (RENDER_FROM_EVENT), which saves rendering and storing it on every create.
+            reply = (
+                RENDER_FROM_EVENT
+                if isinstance(command, cmd.Create)
+                else encode_reply(key.render(value))
+            )
             self.conn.execute(
                 "INSERT INTO idempotency (key, digest, seq, at, reply) VALUES (?, ?, ?, ?, ?)",
-                (
-                    key.key,
-                    key.digest,
-                    self.seq,
-                    format_timestamp(self._clock.now()),
-                    encode_reply(key.render(value)),
-                ),
+                (key.key, key.digest, self.seq, format_timestamp(self._clock.now()), reply),
             )
         return Outcome(value=value, events=tuple(self._appended))
 
     def _replayed(self, key: Idempotency) -> Replayed | None:
         """The stored reply for ``key``; ConflictError if the key came with another request."""
         found = self.conn.execute(
-            "SELECT digest, reply FROM idempotency WHERE key = ?", (key.key,)
+            "SELECT digest, seq, reply FROM idempotency WHERE key = ?", (key.key,)
         ).fetchone()
         if found is None:
             return None
-        if bytes(found[0]) != key.digest:
+        digest, seq, reply = found
+        if bytes(digest) != key.digest:
             raise ConflictError(f"message id {key.key!r} was already used for another request")
-        return Replayed(decode_reply(bytes(found[1])))
+        if bytes(reply) == RENDER_FROM_EVENT:
+            row = self.conn.execute(f"{store.SELECT} WHERE seq = ?", (seq,)).fetchone()
+            return Replayed(created_wire(store.from_row(row)))
+        return Replayed(decode_reply(bytes(reply)))
 
     def _dispatch(self, command: cmd.Command) -> object:
         match command:
@@ -201,13 +215,18 @@ class CommandHandler:
         for what, parent in links:
             if parent is not None and not self._exists_in_log(parent):
                 raise NotFoundError(what, parent)
-        now = self._clock.now().astimezone(UTC)
-        timestamp = now if request.timestamp is None else request.timestamp.astimezone(UTC)
+        now = _utc(self._clock.now())
+        at = format_timestamp(now)
+        if request.timestamp is None:
+            timestamp, timestamp_text = now, at
+        else:
+            timestamp = _utc(request.timestamp)
+            timestamp_text = format_timestamp(timestamp)
         expires = self._retention(request, now)
         data = {
             "name": request.name,
             "sessionId": request.session_id,
-            "timestamp": format_timestamp(timestamp),
+            "timestamp": timestamp_text,
             "branches": request.branches,
             "metadata": request.metadata,
             "createdBy": request.created_by,
@@ -226,6 +245,7 @@ class CommandHandler:
             data=data,
             data_bytes=canonical_encode(data),
             now=now,
+            at=at,
             timestamp=timestamp,
             expires=expires,
         )
@@ -237,7 +257,7 @@ class CommandHandler:
             stream=p.checkpoint_id,
             session_id=request.session_id,
             version=1,
-            at=format_timestamp(p.now),
+            at=p.at,
             context=context,
             data=p.data_bytes,
         )
@@ -391,6 +411,10 @@ class CommandHandler:
         if row is None:
             raise NotFoundError("checkpoint", checkpoint_id)
         return row
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt if dt.tzinfo is UTC else dt.astimezone(UTC)
 
 
 def _final(command: cmd.Command, value: object) -> bool:

@@ -5,9 +5,10 @@ request and the reply, in the transaction of the events the command appended: ei
 effect and the key are durable, or neither. The writer looks the key up before running the
 command, inside the same transaction, so concurrent duplicates (even in one group) run once.
 
-Replies are stored without snapshot or state content (those can be large, and encrypted at rest
-elsewhere): the caller re-attaches them — a create's snapshot from the identical request, a
-restore's state from the blob its event stored.
+A create's reply is not stored: a retry renders it again from the create event the key points
+to, which holds every field of it. Other replies are stored without snapshot or state content
+(those can be large, and encrypted at rest elsewhere). The caller re-attaches them: a create's
+snapshot from the identical request, a restore's state from the blob its event stored.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from checkpointd.clock import format_timestamp
 from checkpointd.errors import InvalidRequestError
 
 MAX_KEY_LENGTH = 256
+RENDER_FROM_EVENT = b""
+"""The stored reply of a keyed create: none; it is rendered again from the create event at the
+key's ``seq`` (every reply stored otherwise is a msgpack map, never empty)."""
 
 Render = Callable[[object], Mapping[str, Any]]
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from checkpointd.clock import parse_timestamp
+from checkpointd.events.types import EventRecord
 from checkpointd.models import Checkpoint
 
 
@@ -35,3 +36,31 @@ def checkpoint_from_row(
         created_at=parse_timestamp(row["created_at"]),
         updated_at=parse_timestamp(row["updated_at"]),
     )
+
+
+def created_wire(event: EventRecord) -> dict[str, Any]:
+    """The wire form (without snapshot) of the checkpoint a ``checkpoint.created`` event made.
+
+    Equal to ``to_wire()`` of the Checkpoint the create returned: a keyed create's reply is
+    rendered from its event when a retry asks for it, rather than stored.
+    """
+    data = event.payload()
+    return {
+        "id": event.stream,
+        "name": data["name"],
+        "sessionId": event.session_id,
+        "timestamp": data["timestamp"],
+        "branches": data["branches"],
+        "metadata": data["metadata"],
+        "createdBy": data.get("createdBy"),
+        "size": data["size"],
+        "storedSize": data["storedSize"],
+        "checksum": data["checksum"],
+        "compressed": data["compression"] != "none",
+        "encrypted": data["encrypted"],
+        "retentionExpiresAt": data.get("retentionExpiresAt"),
+        "restoredFrom": data.get("restoredFrom"),
+        "version": event.version,
+        "createdAt": event.at,
+        "updatedAt": event.at,
+    }

@@ -68,7 +68,7 @@ def decode(body: bytes, encoding: str, *, trusted: bool = False) -> dict[str, An
     if not isinstance(value, dict):
         raise InvalidRequestError("body must be an object")
     if not trusted:
-        _check_depth({k: v for k, v in value.items() if k not in _SNAPSHOT_FIELDS})
+        _check_depth(value)
     return value
 
 
@@ -165,9 +165,17 @@ def _check_surrogates(value: Any) -> None:
             stack.extend(item)
 
 
-def _check_depth(value: Any) -> None:
-    """Refuse nesting deeper than MAX_DEPTH without recursing (bodies come from anyone)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
+def _check_depth(body: dict[str, Any]) -> None:
+    """Refuse nesting deeper than MAX_DEPTH without recursing (bodies come from anyone).
+
+    The snapshot fields of the body are skipped (see ``decode``). Decoded bodies hold plain
+    dicts and lists only, so exact type tests suffice.
+    """
+    stack: list[tuple[Any, int]] = [
+        (child, 2)
+        for key, child in body.items()
+        if (type(child) is dict or type(child) is list) and key not in _SNAPSHOT_FIELDS
+    ]
     while stack:
         item, depth = stack.pop()
         if depth > MAX_DEPTH:

@@ -7,9 +7,12 @@ Tests drive the keys through CheckpointManager on a real SQLite file; the digest
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import msgpack
 import pytest
 from conftest import FakeClock, OpenManager
 
@@ -94,6 +97,41 @@ async def test_retried_keyword_create_returns_the_first_result(
     again = await manager.create(idempotency_key="k-kw", **fields)
     assert again == first
     assert await checkpoint_count(manager) == 1
+
+
+async def test_retried_create_returns_the_first_result_after_an_update(
+    manager: CheckpointManager,
+) -> None:
+    """A retry after the checkpoint changed still gets the create's reply (from its event)."""
+    fields = {"metadata": {"feature": "f", "tags": ["a", "b"], "zeta": 1, "alpha": {"y": 2}}}
+    first = await manager.create(
+        request(timestamp="2024-05-01T12:00:00Z", createdBy="me", **fields),
+        idempotency_key="k-1",
+    )
+    await manager.update_checkpoint(first.id, {"name": "renamed"})
+    again = await manager.create(
+        request(timestamp="2024-05-01T12:00:00Z", createdBy="me", **fields),
+        idempotency_key="k-1",
+    )
+    assert again == first
+    assert again.name == "cp"
+    assert again.version == 1
+
+
+async def test_create_reply_stored_by_an_older_version_is_replayed(
+    open_manager: OpenManager,
+) -> None:
+    """A key whose create reply was stored whole (as before issue 6) still replays it."""
+    manager = await open_manager()
+    first = await manager.create(request(), idempotency_key="k-1")
+    await manager.close()
+    reply = msgpack.packb(replace(first, snapshot=None).to_wire(), use_bin_type=True)
+    with sqlite3.connect(manager.config.database_path) as db:
+        db.execute("UPDATE idempotency SET reply = ? WHERE key = 'k-1'", (reply,))
+    db.close()
+    reopened = await open_manager()
+    assert await reopened.create(request(), idempotency_key="k-1") == first
+    assert await checkpoint_count(reopened) == 1
 
 
 async def test_same_key_with_another_request_is_a_conflict(manager: CheckpointManager) -> None:

@@ -21,12 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import blob_count, damage_blob, dump_projections, event_seqs, session_state
+from conftest import (
+    OpenManager,
+    blob_count,
+    damage_blob,
+    dump_projections,
+    event_seqs,
+    session_state,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from checkpointd import Checkpoint, CheckpointManager
-from checkpointd.errors import IntegrityError, InvalidRequestError, NotFoundError
+from checkpointd.errors import CheckpointError, IntegrityError, InvalidRequestError, NotFoundError
 from checkpointd.results import RestoreResult
 
 Store = Any  # CheckpointManager now; CheckpointClient in the contract suite
@@ -575,6 +582,46 @@ async def test_a_checkpoint_taken_right_after_a_restore_descends_from_it(store: 
     following = await make(store, "following", "s-1")
     assert ids((await store.get_lineage(following.id)).ancestors) == [saved.id]
     assert following.id in ids((await store.get_lineage(saved.id)).descendants)
+
+
+async def test_a_restored_session_still_links_its_next_checkpoint_after_reopening(
+    open_manager: OpenManager,
+) -> None:
+    """Reopened on a session left at a restored state, the next checkpoint descends from it."""
+    manager = await open_manager()
+    saved = await saved_then_current(manager)
+    await manager.restore_checkpoint(saved.id, merge_strategy="merge")
+    await manager.close()
+    reopened = await open_manager()
+    following = await make(reopened, "following", "s-1")
+    assert ids((await reopened.get_lineage(following.id)).ancestors) == [saved.id]
+
+
+async def test_a_rebuilt_store_links_checkpoints_taken_after_a_restore(
+    manager: CheckpointManager,
+) -> None:
+    """After a rebuild, creates in a session at a restored state still link to the source."""
+    saved = await saved_then_current(manager)
+    await manager.restore_checkpoint(saved.id, merge_strategy="merge")
+    await manager.rebuild()
+    following = await make(manager, "following", "s-1")
+    assert ids((await manager.get_lineage(following.id)).ancestors) == [saved.id]
+
+
+async def test_a_failed_rebuild_leaves_restore_lineage_working(
+    manager: CheckpointManager, db_path: Path
+) -> None:
+    """A rebuild that fails half way rolls back, and restore links are still recorded after."""
+    saved = await saved_then_current(manager)
+    await manager.restore_checkpoint(saved.id, merge_strategy="merge")
+    with closing(sqlite3.connect(db_path)) as db:  # an undecodable event makes replay fail
+        db.execute("DROP TRIGGER events_no_update")
+        db.execute("UPDATE events SET data = x'c1' WHERE seq = 1")
+        db.commit()
+    with pytest.raises(CheckpointError):
+        await manager.rebuild()
+    following = await make(manager, "following", "s-1")
+    assert ids((await manager.get_lineage(following.id)).ancestors) == [saved.id]
 
 
 async def test_a_checkpoint_in_a_branched_session_descends_from_the_restored_one(

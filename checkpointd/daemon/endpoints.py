@@ -28,8 +28,9 @@ def _only(data: Body, allowed: set[str], verb: str) -> None:
 
 async def create(m: CheckpointManager, data: Body, key: str | None) -> Mapping[str, Any]:
     # The snapshot is not echoed back: the caller has it (CheckpointClient fills it in).
-    checkpoint = await m.create(data, idempotency_key=key)
-    return replace(checkpoint, snapshot=None).to_wire()
+    wire = (await m.create(data, idempotency_key=key)).to_wire()
+    wire.pop("snapshot", None)
+    return wire
 
 
 async def create_batch(m: CheckpointManager, data: Body, key: str | None) -> Mapping[str, Any]:

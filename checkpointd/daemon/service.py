@@ -15,7 +15,6 @@ No message the service sends is bigger than the connection's ``max_payload``, he
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,6 +29,7 @@ from nats.micro.request import Request
 from nats.micro.service import Service
 
 from checkpointd import __version__, wire
+from checkpointd.compact_json import compact_dumps
 from checkpointd.daemon.endpoints import ENDPOINTS, WRITES
 from checkpointd.daemon.metrics import RequestMetrics
 from checkpointd.daemon.notifications import Outgoing, notifications, without_state
@@ -78,7 +78,10 @@ class CheckpointService:
         )
         self._service: Service | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self._outbox: asyncio.Queue[Outgoing] = asyncio.Queue(_NOTIFY_BACKLOG)
+        # One entry per COMMIT (its notifications in seq order); ``_backlog`` counts the
+        # notifications queued, which ``_NOTIFY_BACKLOG`` bounds.
+        self._outbox: asyncio.Queue[list[Outgoing]] = asyncio.Queue()
+        self._backlog = 0
         self._publisher: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
@@ -266,23 +269,37 @@ class CheckpointService:
     # -- notifications -------------------------------------------------------------------
 
     def _on_commit(self, committed: list[Committed]) -> None:
-        """On the loop, right after a COMMIT: queue its notifications in ``seq`` order."""
-        for notification in notifications(self._prefix, committed):
-            try:
-                self._outbox.put_nowait(notification)
-            except asyncio.QueueFull:
-                # Subscribers find the gap by seq and fill it from history.
-                self._dropped += 1
-                if self._dropped % 1000 == 1:
-                    log.warning("notification backlog full; dropping", dropped=self._dropped)
+        """On the loop, right after a COMMIT: queue its notifications in ``seq`` order.
+
+        A group's notifications go into the outbox as one entry (one queue hand-off per COMMIT
+        rather than per event).
+        """
+        batch = list(notifications(self._prefix, committed))
+        room = _NOTIFY_BACKLOG - self._backlog
+        if len(batch) > room:
+            # Subscribers find the gap by seq and fill it from history.
+            room = max(room, 0)
+            before, self._dropped = self._dropped, self._dropped + len(batch) - room
+            batch = batch[:room]
+            if before == 0 or before // 1000 != self._dropped // 1000:  # rate-limited
+                log.warning("notification backlog full; dropping", dropped=self._dropped)
+        if batch:
+            self._backlog += len(batch)
+            self._outbox.put_nowait(batch)
 
     async def _publish_loop(self) -> None:
         while True:
-            notification = await self._outbox.get()
+            batch = await self._outbox.get()
             try:
-                await self._publish(notification)
-            except Exception:
-                log.warning("could not publish a notification", seq=notification.seq, exc_info=True)
+                for notification in batch:
+                    try:
+                        await self._publish(notification)
+                    except Exception:
+                        log.warning(
+                            "could not publish a notification", seq=notification.seq, exc_info=True
+                        )
+                    finally:
+                        self._backlog -= 1
             finally:
                 self._outbox.task_done()
 
@@ -325,5 +342,8 @@ async def _drain_endpoints(service: Service) -> None:
     endpoints.clear()
 
 
+_DUMPS = compact_dumps(sort_keys=False)
+
+
 def _json(value: Mapping[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return _DUMPS(value).encode()

@@ -80,10 +80,7 @@ class EventRecord:
 
 
 def chain_hash(prev_hash: bytes, header: list[Any], data: bytes) -> bytes:
-    digest = hashlib.sha256(prev_hash)
-    digest.update(msgpack.packb(header, use_bin_type=True))
-    digest.update(data)
-    return digest.digest()
+    return hashlib.sha256(prev_hash + msgpack.packb(header, use_bin_type=True) + data).digest()
 
 
 def seal(

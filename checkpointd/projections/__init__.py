@@ -18,6 +18,7 @@ from checkpointd.projections.stats import reset as reset_stats
 from checkpointd.storage.schema import PROJECTION_TABLES
 
 POSITION = "projections"
+_TYPES = {kind.value: kind for kind in EventType}  # a dict lookup, cheaper than EventType(...)
 
 
 class Projector:
@@ -32,6 +33,23 @@ class Projector:
         self.fts_enabled = fts_enabled
         self.position = 0
         self._group = StatsDelta()
+        # Whether some session may be at a restored state. Until one is, a new checkpoint
+        # cannot descend from a restore and its lineage lookup is skipped. Starts True (always
+        # correct); ``track_restores`` and ``reset`` make it exact, a restore sets it again.
+        # Only this process writes the database (the chain head is cached the same way).
+        self._restores = True
+        # While ``bulk`` (a replay), creates' session rows wait here, newest per session, and
+        # are written before any other event and at ``flush``: a replay of many creates then
+        # writes each session once per flush instead of once per event.
+        self.bulk = False
+        self._sessions: dict[str, sessions.Values] = {}
+
+    def track_restores(self, conn: sqlite3.Connection) -> None:
+        """Learn whether any session is at a restored state (call after opening)."""
+        row = conn.execute(
+            "SELECT 1 FROM sessions WHERE restored_from IS NOT NULL LIMIT 1"
+        ).fetchone()
+        self._restores = row is not None
 
     def apply(
         self,
@@ -41,7 +59,9 @@ class Projector:
         before: Row | None = None,
     ) -> Row | None:
         """Apply one event; returns the checkpoint's view row after it (None once removed)."""
-        kind = EventType(event.type)
+        kind = _TYPES[event.type]
+        if self._sessions and kind is not EventType.CREATED:
+            self._write_sessions(conn)  # what follows may read or write them
         if kind is not EventType.CREATED and kind is not EventType.RESTORED and before is None:
             before = checkpoints.load(conn, event.stream)
         after: Row | None = None
@@ -67,8 +87,13 @@ class Projector:
         lineage.link(conn, event, data["metadata"].get("parentCheckpoint"), lineage.PARENT)
         lineage.link(conn, event, data.get("restoredFrom"), lineage.RESTORED_FROM)
         # A checkpoint taken from a restored state descends from the checkpoint restored.
-        lineage.link(conn, event, sessions.restored_from(conn, event.session_id), lineage.RESTORE)
-        sessions.checkpoint_created(conn, event)
+        # (A session with a buffered create is at that checkpoint, not at a restored state.)
+        if self._restores and event.session_id not in self._sessions:
+            lineage.link_restore(conn, event)
+        if self.bulk:
+            self._sessions[event.session_id] = sessions.created_values(event)
+        else:
+            sessions.checkpoint_created(conn, event)
         return row
 
     def _updated(
@@ -96,15 +121,23 @@ class Projector:
     def _restored(
         self, conn: sqlite3.Connection, event: EventRecord, data: Mapping[str, Any]
     ) -> None:
+        self._restores = True
         sessions.state_restored(conn, event, data["stateId"], data["checkpointId"])
+
+    def _write_sessions(self, conn: sqlite3.Connection) -> None:
+        rows, self._sessions = list(self._sessions.values()), {}
+        sessions.write_created(conn, rows)
 
     def discard_group(self, position: int) -> None:
         """The whole group rolled back."""
         self._group.clear()
+        self._sessions.clear()
         self.position = position
 
     def flush(self, conn: sqlite3.Connection) -> None:
         """Write buffered changes and the projection position; call inside the transaction."""
+        if self._sessions:
+            self._write_sessions(conn)
         self._group.write(conn)
         conn.execute(
             "INSERT INTO projection_position (name, seq) VALUES (?, ?)"
@@ -119,6 +152,7 @@ class Projector:
         conn.execute("INSERT INTO checkpoints_fts (checkpoints_fts) VALUES ('delete-all')")
         reset_stats(conn)
         self.discard_group(0)
+        self._restores = False
 
 
 def stored_position(conn: sqlite3.Connection) -> int:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
+from checkpointd.compact_json import compact_dumps
 from checkpointd.events.types import EventRecord
 
 COLUMNS = (
@@ -38,17 +39,13 @@ COLUMNS = (
 )
 _INSERT = f"INSERT INTO checkpoints ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM checkpoints"
+_VALUES = itemgetter(*COLUMNS)  # a row's values in COLUMNS order, in one C call
 
 Row = dict[str, Any]
 
 
-# Keys sorted as in the canonical event data, so a rebuild writes the very same text. One
-# encoder, built once: json.dumps with options builds a new one per call (this is a hot path).
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-
-
-def dumps(value: Any) -> str:
-    return _JSON.encode(value)
+# Keys sorted as in the canonical event data, so a rebuild writes the very same text.
+dumps = compact_dumps(sort_keys=True)
 
 
 def metadata_columns(metadata: Mapping[str, Any]) -> Row:
@@ -114,7 +111,7 @@ def load(conn: sqlite3.Connection, checkpoint_id: str) -> Row | None:
 
 
 def insert(conn: sqlite3.Connection, row: Row) -> None:
-    conn.execute(_INSERT, tuple(row[c] for c in COLUMNS))
+    conn.execute(_INSERT, _VALUES(row))
 
 
 def replace(conn: sqlite3.Connection, row: Row) -> None:

@@ -8,19 +8,19 @@ Snapshot content is never indexed.
 from __future__ import annotations
 
 import sqlite3
+from operator import itemgetter
 
 from checkpointd.projections.checkpoints import Row
 
 INDEXED = ("name", "description", "tags", "feature", "author", "workflow_id", "step_id")
 _COLS = ", ".join(INDEXED)
 _MARKS = ", ".join("?" * len(INDEXED))
+_VALUES = itemgetter("seq", *INDEXED)
+_ADD = f"INSERT INTO checkpoints_fts (rowid, {_COLS}) VALUES (?, {_MARKS})"
 
 
 def add(conn: sqlite3.Connection, row: Row) -> None:
-    conn.execute(
-        f"INSERT INTO checkpoints_fts (rowid, {_COLS}) VALUES (?, {_MARKS})",
-        (row["seq"], *(row[c] for c in INDEXED)),
-    )
+    conn.execute(_ADD, _VALUES(row))
 
 
 def drop(conn: sqlite3.Connection, row: Row) -> None:

@@ -22,6 +22,20 @@ def link(conn: sqlite3.Connection, event: EventRecord, parent: str | None, kind:
         )
 
 
+def link_restore(conn: sqlite3.Connection, event: EventRecord) -> None:
+    """Link a new checkpoint to the checkpoint its session's current state was restored from.
+
+    One statement reading the sessions view (before this event updates it), so the hot path
+    does not fetch the row into Python.
+    """
+    conn.execute(
+        "INSERT OR IGNORE INTO lineage (child, parent, kind, seq)"
+        " SELECT ?, restored_from, ?, ? FROM sessions"
+        " WHERE session_id = ? AND restored_from IS NOT NULL",
+        (event.stream, RESTORE, event.seq, event.session_id),
+    )
+
+
 def relink(conn: sqlite3.Connection, event: EventRecord, parent: str | None, kind: str) -> None:
     conn.execute("DELETE FROM lineage WHERE child = ? AND kind = ?", (event.stream, kind))
     link(conn, event, parent, kind)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from checkpointd.events import store
 from checkpointd.projections import Projector, fts, stored_position
+from checkpointd.storage.schema import PROJECTION_TABLES
 
 _FLUSH_EVERY = 10_000
 
@@ -22,14 +23,18 @@ def replay(
     ``progress(count)`` is called every 10,000 events, on this (the writer's) thread.
     """
     count = 0
-    for event in store.scan(conn, after_seq):
-        projector.apply(conn, event, event.payload())
-        count += 1
-        if count % _FLUSH_EVERY == 0:
-            projector.flush(conn)
-            if progress is not None:
-                progress(count)
-    projector.flush(conn)
+    projector.bulk = True
+    try:
+        for event in store.scan(conn, after_seq):
+            projector.apply(conn, event, event.payload())
+            count += 1
+            if count % _FLUSH_EVERY == 0:
+                projector.flush(conn)
+                if progress is not None:
+                    progress(count)
+        projector.flush(conn)
+    finally:
+        projector.bulk = False
     return count
 
 
@@ -60,7 +65,10 @@ def rebuild(
     try:
         projector.reset(conn)
         projector.fts_enabled = False
+        indexes = _drop_indexes(conn)
         count = replay(conn, projector, 0, progress)
+        for sql in indexes:
+            conn.execute(sql)
         if fts_enabled:
             fts.rebuild(conn)
         conn.execute("COMMIT")
@@ -70,3 +78,21 @@ def rebuild(
     finally:
         projector.fts_enabled = fts_enabled
     return count
+
+
+def _drop_indexes(conn: sqlite3.Connection) -> list[str]:
+    """Drop the views' secondary indexes; returns the statements that create them again.
+
+    Building an index once over the replayed rows (a sort) is much cheaper than keeping it up to
+    date row by row. The statements are the schema's own, read back from ``sqlite_master``;
+    the implicit indexes of PRIMARY KEY and UNIQUE constraints (no SQL) stay.
+    """
+    marks = ", ".join("?" * len(PROJECTION_TABLES))
+    rows = conn.execute(
+        f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+        f" AND tbl_name IN ({marks}) ORDER BY name",
+        PROJECTION_TABLES,
+    ).fetchall()
+    for name, _ in rows:
+        conn.execute(f'DROP INDEX "{name}"')
+    return [sql for _, sql in rows]

@@ -21,20 +21,22 @@ _UPSERT = (
 )
 
 
-def restored_from(conn: sqlite3.Connection, session_id: str) -> str | None:
-    """The checkpoint the session's current state was restored from, if it was a restore."""
-    row = conn.execute(
-        "SELECT restored_from FROM sessions WHERE session_id = ?", (session_id,)
-    ).fetchone()
-    return None if row is None else row[0]
+Values = tuple[str, int, str, str, None, int, str]
 
 
 def checkpoint_created(conn: sqlite3.Connection, event: EventRecord) -> None:
     """The session is now at this checkpoint's state (blob at the create event's seq)."""
-    conn.execute(
-        _UPSERT,
-        (event.session_id, event.seq, event.stream, event.stream, None, event.seq, event.at),
-    )
+    conn.execute(_UPSERT, created_values(event))
+
+
+def created_values(event: EventRecord) -> Values:
+    """The session row a create leaves, for ``write_created`` (a replay buffers these)."""
+    return (event.session_id, event.seq, event.stream, event.stream, None, event.seq, event.at)
+
+
+def write_created(conn: sqlite3.Connection, rows: list[Values]) -> None:
+    """Apply buffered creates' session rows, in order (each as ``checkpoint_created``)."""
+    conn.executemany(_UPSERT, rows)
 
 
 def state_restored(conn: sqlite3.Connection, event: EventRecord, key: str, source: str) -> None:

@@ -27,12 +27,13 @@ DEFAULT_PAGE_SIZE = 100
 MAX_HISTORY = 1000
 # Snapshots bigger than this are decoded off the event loop.
 _OFFLOAD_BYTES = 256 * 1024
-_SELECT = f"SELECT {', '.join(COLUMNS)} FROM checkpoints"
+_FROM = " FROM checkpoints"
+_SELECT = f"SELECT {', '.join(COLUMNS)}{_FROM}"
 # Row and blob in one statement, so a concurrent delete is seen entirely or not at all.
 # Only ``checkpoints`` in FROM, so filter and order columns stay unambiguous.
 _SELECT_WITH_BLOB = (
     f"SELECT {', '.join(COLUMNS)},"
-    " (SELECT b.data FROM blobs b WHERE b.seq = checkpoints.seq) FROM checkpoints"
+    f" (SELECT b.data FROM blobs b WHERE b.seq = checkpoints.seq){_FROM}"
 )
 
 
@@ -159,16 +160,23 @@ class ReadModel:
         order = compile_order_by(order_by)
         condition = f"{column} = ?" + (f" AND {compiled.sql}" if compiled.sql else "")
         args = (value, *compiled.params)
-        total_row = await self.readers.fetchone(
-            f"SELECT count(*) FROM checkpoints WHERE {condition}", args
-        )
+        count = f"SELECT count(*) FROM checkpoints WHERE {condition}"
         select = _SELECT_WITH_BLOB if include_snapshot else _SELECT
+        # The total rides along as a last column (an uncorrelated subquery, computed once), so
+        # a page is one query on one reader thread and its rows and total agree.
         rows = await self.readers.fetchall(
-            f"{select} WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?",
-            (*args, page_size, (page - 1) * page_size),
+            f"{select.removesuffix(_FROM)}, ({count}){_FROM}"
+            f" WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?",
+            (*args, *args, page_size, (page - 1) * page_size),
         )
-        items = [await self._checkpoint(v, include_snapshot=include_snapshot) for v in rows]
-        total = 0 if total_row is None else int(total_row[0])
+        if rows:
+            total = int(rows[0][-1])
+        elif page == 1:
+            total = 0
+        else:  # past the last page: no row carried the total
+            total_row = await self.readers.fetchone(count, args)
+            total = 0 if total_row is None else int(total_row[0])
+        items = [await self._checkpoint(v[:-1], include_snapshot=include_snapshot) for v in rows]
         return Page(items=tuple(items), total=total, page=page, page_size=page_size)
 
     async def search(self, request: SearchRequest) -> Page:

@@ -112,12 +112,15 @@ class GroupCommitWriter:
             self._slots.release()
             raise UnavailableError("the checkpoint store is closed")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(lambda _: self._slots.release())
+        future.add_done_callback(self._release_slot)
         self._inbox.put(_Job(command, future))
         outcome = await future
         if outcome.error is not None:
             raise outcome.error
         return outcome
+
+    def _release_slot(self, _: asyncio.Future[Outcome]) -> None:
+        self._slots.release()
 
     async def exclusive(self, fn: Callable[[CommandHandler], T]) -> T:
         """Run ``fn(handler)`` alone on the writer thread, between groups."""
