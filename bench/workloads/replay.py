@@ -55,11 +55,16 @@ async def run(datasets: Datasets) -> list[Table]:
 
     cpd = await datasets.get(ours.NAME, size)
     async with ours.open_store(cpd.path) as store:
-        start = time.perf_counter()
-        events = await store.manager.rebuild()
-        table.add(
-            store.name, whole(events, time.perf_counter() - start), "rebuild(), 5 projections"
-        )
+        # Two passes: the first also reads the file into the page cache (after the other
+        # workloads it may not be there); the second is the replay work alone.
+        for note in ("first pass (file maybe not cached)", "second pass (file cached)"):
+            start = time.perf_counter()
+            events = await store.manager.rebuild()
+            table.add(
+                store.name,
+                whole(events, time.perf_counter() - start),
+                f"rebuild(), 5 projections; {note}",
+            )
 
     table.add(langgraph_sqlite.NAME, None, "no event log")
 
@@ -77,6 +82,6 @@ async def run(datasets: Datasets) -> list[Table]:
         start = time.perf_counter()
         events = bare.replay()
         table.add(bare.name, whole(events, time.perf_counter() - start), "checkpointd's log read")
-    table.notes.append("one pass each; ratio: checkpointd events/s / the row's events/s")
+    table.notes.append("ratio: checkpointd's first pass events/s / the row's events/s")
     print(table.render(), flush=True)
     return [table]
