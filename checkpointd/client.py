@@ -40,7 +40,7 @@ from checkpointd.models import Checkpoint, History, Lineage, Notification, Page,
 from checkpointd.requests import batch_items, request_mapping, wire_keys
 from checkpointd.results import Diff, RestoreResult, Stats, ValidationReport
 from checkpointd.snapshots import canonical_encode
-from checkpointd.transport import barrier, safe_url
+from checkpointd.transport import barrier, connect
 
 _HEADROOM = 1024  # bytes of a chunk message left for its headers
 _LONG = 600.0  # seconds a rebuild or verify of a large log may take
@@ -106,26 +106,12 @@ class CheckpointClient:
         """Connect (unless given a connection). Raises UnavailableError after the deadline."""
         if self._open:
             return self
-        options = {k: v for k, v in self._connect_options.items() if v is not None}
-        nc = Client()
-        try:
-            async with asyncio.timeout(self._connect_timeout):
-                await nc.connect(
-                    servers=self._url.split(","),
-                    connect_timeout=max(1, int(self._connect_timeout)),
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=1,
-                    allow_reconnect=True,
-                    error_cb=_quiet,  # nats-py's default prints a traceback per failed attempt
-                    **options,
-                )
-        except (TimeoutError, OSError, nats.errors.Error) as exc:
-            await nc.close()
-            raise UnavailableError(
-                f"cannot connect to NATS at {safe_url(self._url)} within {self._connect_timeout}s"
-                f" ({type(exc).__name__})"
-            ) from None
-        self._nc = nc
+        self._nc = await connect(
+            self._url,
+            deadline=self._connect_timeout,
+            error_cb=_quiet,  # nats-py's default prints a traceback per failed attempt
+            **self._connect_options,
+        )
         self._open = True
         return self
 

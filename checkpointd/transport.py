@@ -3,8 +3,43 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import nats.errors
 from nats.aio.client import Client
+
+from checkpointd.errors import UnavailableError
+
+
+async def connect(url: str, *, deadline: float, **options: Any) -> Client:
+    """A connection to ``url`` (comma-separated servers) made within ``deadline`` seconds.
+
+    It retries until the deadline and, once connected, reconnects forever; ``options`` are
+    nats-py's (None values are left out).
+
+    Raises:
+        UnavailableError: no connection before the deadline (the URL shown without secrets).
+    """
+    nc = Client()
+    try:
+        async with asyncio.timeout(deadline):
+            await nc.connect(
+                servers=url.split(","),
+                connect_timeout=max(1, int(deadline)),
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                **{key: value for key, value in options.items() if value is not None},
+            )
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
+        await nc.close()
+        raise UnavailableError(
+            f"cannot connect to NATS at {safe_url(url)} within {deadline}s ({type(exc).__name__})"
+        ) from None
+    except BaseException:  # cancelled: leave no reconnect loop behind
+        await nc.close()
+        raise
+    return nc
 
 
 async def barrier(nc: Client, wait: float = 10.0) -> None:

@@ -19,12 +19,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
-import nats.errors
 import structlog
 from nats.aio.client import Client
 
-from checkpointd import __version__
+from checkpointd import __version__, transport
 from checkpointd.daemon.embedded import EmbeddedNats
 from checkpointd.daemon.metrics import MetricsCollector
 from checkpointd.daemon.service import CheckpointService
@@ -90,42 +88,23 @@ async def connect(
     Raises:
         UnavailableError: no connection before the deadline.
     """
-    options: dict[str, Any] = {
-        "user_credentials": settings.credentials_file,
-        "nkeys_seed": settings.nkey_seed_file,
-        "token": settings.token,
-        "user": settings.user,
-        "password": settings.password,
-        "tls": tls_context(settings),
-    }
-    nc = Client()
-    try:
-        async with asyncio.timeout(settings.connect_timeout):
-            await nc.connect(
-                servers=url.split(","),
-                name=name,
-                connect_timeout=max(1, int(settings.connect_timeout)),
-                allow_reconnect=True,
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=1,
-                ping_interval=settings.ping_interval,
-                max_outstanding_pings=settings.max_outstanding_pings,
-                error_cb=_on_error,
-                disconnected_cb=disconnected_cb or _on_disconnected,
-                reconnected_cb=_on_reconnected,
-                closed_cb=closed_cb,
-                **{key: value for key, value in options.items() if value is not None},
-            )
-    except (TimeoutError, OSError, nats.errors.Error) as exc:
-        await nc.close()
-        raise UnavailableError(
-            f"cannot connect to NATS at {safe_url(url)} within {settings.connect_timeout}s"
-            f" ({type(exc).__name__})"
-        ) from None
-    except BaseException:  # cancelled by a stop: leave no reconnect loop behind
-        await nc.close()
-        raise
-    return nc
+    return await transport.connect(
+        url,
+        deadline=settings.connect_timeout,
+        name=name,
+        ping_interval=settings.ping_interval,
+        max_outstanding_pings=settings.max_outstanding_pings,
+        error_cb=_on_error,
+        disconnected_cb=disconnected_cb or _on_disconnected,
+        reconnected_cb=_on_reconnected,
+        closed_cb=closed_cb,
+        user_credentials=settings.credentials_file,
+        nkeys_seed=settings.nkey_seed_file,
+        token=settings.token,
+        user=settings.user,
+        password=settings.password,
+        tls=tls_context(settings),
+    )
 
 
 async def every(
