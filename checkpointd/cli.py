@@ -13,7 +13,6 @@ import json
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,7 +21,12 @@ from checkpointd import __version__, logs
 from checkpointd.client import CheckpointClient
 from checkpointd.daemon import run
 from checkpointd.daemon.settings import Settings, load
-from checkpointd.errors import CheckpointError, ConfigError, InvalidRequestError
+from checkpointd.errors import (
+    CheckpointError,
+    ConfigError,
+    DatabaseInUseError,
+    InvalidRequestError,
+)
 from checkpointd.manager import CheckpointManager
 from checkpointd.transport import safe_url
 
@@ -102,11 +106,10 @@ def _verb(
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         logs.configure("warning", "auto")  # stdout is the verb's output; logs go to stderr
         try:
-            with _lock(args, settings):
-                result = asyncio.run(_with_store(args, settings, work))
+            result = asyncio.run(_with_store(args, settings, work))
         except CheckpointError as exc:
             print(f"checkpointd: {exc.code}: {exc.message}", file=sys.stderr)
-            if isinstance(exc, run.DatabaseInUseError):
+            if isinstance(exc, DatabaseInUseError):
                 print("  (drop --db to go through the running daemon)", file=sys.stderr)
                 return run.EXIT_IN_USE
             if exc.code == "unavailable" and not args.db:
@@ -119,10 +122,6 @@ def _verb(
         return int(result or 0)
 
     return handler
-
-
-def _lock(args: argparse.Namespace, settings: Settings) -> AbstractContextManager[None]:
-    return run.database_lock(settings.engine.database_path) if args.db else nullcontext()
 
 
 async def _with_store(

@@ -10,7 +10,8 @@ The tree::
     ├── TooLargeError                too_large    413
     ├── IntegrityError               integrity    422
     ├── UnavailableError             unavailable  503
-    │   └── StorageError             unavailable  503
+    │   ├── StorageError             unavailable  503
+    │   └── DatabaseInUseError       unavailable  503 (at open; the daemon exits 75)
     └── InternalError                internal     500
 
 Messages are built from the fields, never from internal exception text, so they are safe to send
@@ -126,6 +127,10 @@ class UnavailableError(CheckpointError):
 
 class StorageError(UnavailableError):
     """The database refused a write (disk full, I/O error); nothing of the request was kept."""
+
+
+class DatabaseInUseError(UnavailableError):
+    """Another process (or manager) is the database's writer: its lock file is held."""
 
 
 class InternalError(CheckpointError):

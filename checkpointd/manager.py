@@ -47,6 +47,7 @@ from checkpointd.requests import (
 from checkpointd.restore import RestoreRequest, restore
 from checkpointd.results import Diff, RestoreResult, Stats, ValidationReport
 from checkpointd.snapshots import SnapshotCodec
+from checkpointd.storage.lock import WriterLock
 from checkpointd.storage.readers import ReaderPool
 from checkpointd.storage.writer import CommitListener, Committed, GroupCommitWriter
 
@@ -83,6 +84,7 @@ class CheckpointManager:
         self._writer: GroupCommitWriter | None = None
         self._reads: ReadModel | None = None
         self._codec: SnapshotCodec | None = None
+        self._lock: WriterLock | None = None
         self._opened = False
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -93,10 +95,15 @@ class CheckpointManager:
         Raises:
             ConfigError: the encryption settings are unusable.
             StorageError: the database cannot be opened.
+            DatabaseInUseError: another process (or manager) writes to this database.
         """
         if self._stack is not None:
             return self
         stack = AsyncExitStack()
+        lock = WriterLock(os.fspath(self.config.database_path))
+        lock.acquire()
+        stack.callback(lock.release)  # released last, after the writer has closed
+        self._lock = lock
         try:
             # The writer thread must not hold the manager (a partial, not a bound method), so an
             # unclosed manager can be collected and warn.
@@ -151,6 +158,8 @@ class CheckpointManager:
         )
         if self._writer is not None:
             self._writer.abandon()
+        if self._lock is not None:
+            self._lock.release()
 
     def add_commit_listener(self, listener: CommitListener) -> Callable[[], None]:
         """Call ``listener`` on the event loop after every COMMIT (see ``CommitListener``).

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import signal
 import ssl
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from checkpointd.daemon.metrics import MetricsCollector
 from checkpointd.daemon.service import CheckpointService
 from checkpointd.daemon.settings import NatsSettings, Settings
 from checkpointd.daemon.systemd import notify, watchdog_interval
-from checkpointd.errors import CheckpointError, ConfigError, UnavailableError
+from checkpointd.errors import CheckpointError, ConfigError, DatabaseInUseError, UnavailableError
 from checkpointd.manager import CheckpointManager
 from checkpointd.transport import safe_url
 
@@ -39,39 +38,6 @@ EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: NATS or the embedded server cannot be reached/started
 EXIT_IN_USE = 75  # EX_TEMPFAIL: another checkpointd holds the database
 EXIT_CONFIG = 78  # EX_CONFIG
-
-
-class DatabaseInUseError(UnavailableError):
-    """Another process holds the database's lock file."""
-
-
-@contextlib.contextmanager
-def database_lock(database_path: str) -> Iterator[None]:
-    """Hold ``<database>.lock`` exclusively: one writer process per database file.
-
-    Raises:
-        DatabaseInUseError: another process holds it (named by pid when it wrote one).
-    """
-    path = Path(f"{database_path}.lock")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        reason = f"cannot create {path}: {exc.strerror}"
-        raise ConfigError("database_path", database_path, reason) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-            raise DatabaseInUseError(
-                f"database {database_path} is in use by another checkpointd (pid {holder})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 async def connect(
@@ -147,8 +113,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
         try:
-            with database_lock(self.settings.engine.database_path):
-                return await self._run()
+            return await self._run()
         except ConfigError as exc:
             return _cannot_start(exc, EXIT_CONFIG)
         except DatabaseInUseError as exc:
@@ -211,10 +176,15 @@ class Daemon:
     ) -> tuple[CheckpointManager, CheckpointService, Client, str]:
         """Start everything, registering each part's stop on ``stack`` as it comes up."""
         settings = self.settings
+        state = _make_directories(settings)
+        # The store first: its lock says at once whether another daemon serves this database.
+        manager = CheckpointManager(settings.engine)
+        await manager.open()
+        stack.push_async_callback(manager.close)
         url = settings.nats.url
         if url is None:
             embedded = await EmbeddedNats.start(
-                Path(settings.daemon.state_directory) / "nats",
+                state / "nats",
                 host=settings.nats.embedded_host,
                 port=settings.nats.embedded_port,
                 max_payload=settings.nats.embedded_max_payload,
@@ -223,9 +193,6 @@ class Daemon:
             url = embedded.url
             watcher = asyncio.get_running_loop().create_task(self._watch(embedded))
             stack.callback(watcher.cancel)
-        manager = CheckpointManager(settings.engine)
-        await manager.open()
-        stack.push_async_callback(manager.close)
         nc = await connect(
             url, settings.nats, closed_cb=self._on_closed, disconnected_cb=self._on_disconnected
         )
@@ -293,6 +260,23 @@ class Daemon:
         if not self._stop.is_set():
             log.error("NATS connection closed")
             self.request_stop(EXIT_UNAVAILABLE)
+
+
+def _make_directories(settings: Settings) -> Path:
+    """The state directory and the database's directory (the daemon creates what it names).
+
+    Raises:
+        ConfigError: one cannot be created.
+    """
+    state = Path(settings.daemon.state_directory)
+    database = Path(settings.engine.database_path).parent
+    for key, directory in (("state_directory", state), ("database_path", database)):
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = f"cannot create {directory}: {exc.strerror}"
+            raise ConfigError(key, str(directory), reason) from None
+    return state
 
 
 def _cannot_start(exc: CheckpointError, code: int) -> int:
