@@ -1,9 +1,10 @@
 """``checkpointd serve``: the store, the NATS service and their background loops, supervised.
 
-Start-up order: lock the database, start the embedded nats-server (when no URL is set), open
-the store, connect, serve, then tell systemd ``READY=1``. SIGTERM/SIGINT: ``STOPPING=1``, stop
-taking requests, answer those in flight, publish what was committed, drain the connection,
-close the store, stop the embedded server, exit 0 — within ``shutdown_timeout``.
+Start-up order: open the store (which takes the database's writer lock), start the embedded
+nats-server (when no URL is set), connect, serve, then tell systemd ``READY=1``.
+SIGTERM/SIGINT/SIGHUP: ``STOPPING=1``, stop taking requests, answer those in flight, publish
+what was committed, drain the connection, close the store, stop the embedded server, exit 0 —
+within ``shutdown_timeout``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ EXIT_FAILED = 1
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: NATS or the embedded server cannot be reached/started
 EXIT_IN_USE = 75  # EX_TEMPFAIL: another checkpointd holds the database
 EXIT_CONFIG = 78  # EX_CONFIG
+# A hang-up (the terminal closed) stops cleanly too, rather than killing the process mid-commit.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 async def connect(
@@ -110,7 +113,7 @@ class Daemon:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in _STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
         try:
             return await self._run()
@@ -121,7 +124,7 @@ class Daemon:
         except UnavailableError as exc:
             return _cannot_start(exc, EXIT_UNAVAILABLE)
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in _STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:

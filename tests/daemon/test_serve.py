@@ -220,7 +220,9 @@ async def test_the_daemon_serves_again_after_its_nats_server_restarts(daemons: D
 # -- stopping -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name
+)
 async def test_a_stop_signal_under_load_exits_0_and_loses_no_acknowledged_write(
     daemons: Daemons, sig: signal.Signals
 ) -> None:
