@@ -123,6 +123,8 @@ class Daemon:
             return _cannot_start(exc, EXIT_IN_USE)
         except UnavailableError as exc:
             return _cannot_start(exc, EXIT_UNAVAILABLE)
+        except CheckpointError as exc:  # e.g. a damaged database found at open
+            return _cannot_start(exc, EXIT_FAILED)
         finally:
             for sig in _STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
