@@ -29,14 +29,13 @@ import multiprocessing
 import os
 import platform
 import resource
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -46,7 +45,7 @@ from typing import Any
 import nats
 
 from checkpointd import CheckpointClient, CheckpointManager
-from checkpointd.daemon.embedded import nats_server_binary
+from checkpointd.daemon.embedded import EmbeddedNats, nats_server_binary
 from checkpointd.daemon.service import CheckpointService
 
 POOL = 4096  # distinct snapshots, made before timing and cycled
@@ -169,55 +168,15 @@ def process_cpu(pid: int) -> float:
 # -- nats-server ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class NatsServer:
-    """One nats-server process on a loopback port; ``stop()`` ends it."""
-
-    process: subprocess.Popen[bytes]
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_nats_server() -> NatsServer:
-    """Start nats-server on a free 127.0.0.1 port; wait until it accepts connections (10 s)."""
-    port = free_port()
-    args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port)]
-    # Our binary, our arguments.
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
-    server = NatsServer(process, port)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"nats-server exited with {process.returncode}")
+@asynccontextmanager
+async def nats_server() -> AsyncIterator[EmbeddedNats]:
+    """The daemon's embedded nats-server on a free loopback port, its data in a temp directory."""
+    with tempfile.TemporaryDirectory(prefix="bench-nats-") as directory:
+        server = await EmbeddedNats.start(Path(directory), port=0)
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return server
-        except OSError:
-            time.sleep(0.02)
-    server.stop()
-    raise RuntimeError("nats-server did not start within 10 s")
+            yield server
+        finally:
+            await server.stop()
 
 
 # -- rows ----------------------------------------------------------------------------------------
@@ -268,7 +227,7 @@ def client_process_main(load: Load, out: Any) -> None:
 
 
 async def over_nats(
-    server: NatsServer, load: Load, durability: str, separate: bool
+    server: EmbeddedNats, load: Load, durability: str, separate: bool
 ) -> dict[str, Any]:
     def cpu() -> dict[str, float]:
         return {"bench_process": own_cpu(), "nats_server": process_cpu(server.pid)}
@@ -328,7 +287,7 @@ def versions() -> dict[str, str]:
     }
 
 
-async def run(server: NatsServer, plan: Plan, durability: str, separate: bool) -> list[Any]:
+async def run(server: EmbeddedNats, plan: Plan, durability: str, separate: bool) -> list[Any]:
     def load(encoding: str, concurrency: int) -> Load:
         prefix = f"b{uuid.uuid4().hex[:8]}.checkpoint"
         return Load(server.url, prefix, encoding, concurrency, plan)
@@ -367,6 +326,11 @@ def print_table(results: list[dict[str, Any]], title: str) -> None:
         )
 
 
+async def serve_and_run(plan: Plan, durability: str, separate: bool) -> list[Any]:
+    async with nats_server() as server:
+        return await run(server, plan, durability, separate)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="wall time per row")
@@ -377,11 +341,7 @@ def main() -> None:
     args = parser.parse_args()
     plan = Plan(args.seconds, args.n)
     client = "separate process" if args.client_process else "same process, same event loop"
-    server = start_nats_server()
-    try:
-        results = asyncio.run(run(server, plan, args.durability, args.client_process))
-    finally:
-        server.stop()
+    results = asyncio.run(serve_and_run(plan, args.durability, args.client_process))
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
         "machine": platform.platform(),

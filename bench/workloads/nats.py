@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from bench.bench_nats import Load, Plan, in_process, over_nats, start_nats_server
+from bench.bench_nats import Load, Plan, in_process, nats_server, over_nats
 from bench.datasets import Datasets
 from bench.report import Table
 from bench.timing import Figure
@@ -31,9 +31,8 @@ def as_figure(result: dict[str, Any]) -> Figure:
 
 async def run(datasets: Datasets) -> list[Table]:
     plan = Plan(datasets.scale.nats_seconds, None)
-    server = start_nats_server()
     tables = []
-    try:
+    async with nats_server() as server:
         for concurrency in (1, 64):
             table = Table(f"create over NATS, 1 KB snapshot, durable, {concurrency} in flight")
             local = await in_process(concurrency, plan, DURABILITY, keyed=False)
@@ -51,6 +50,4 @@ async def run(datasets: Datasets) -> list[Table]:
             table.notes.append("ratio: in-process creates/s / creates/s over NATS")
             print(table.render(), flush=True)
             tables.append(table)
-    finally:
-        server.stop()
     return tables
