@@ -7,7 +7,7 @@ import contextlib
 import socket
 import subprocess
 import tempfile
-import time
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -48,24 +48,32 @@ class NatsServer:
 
 
 def start_nats_server(max_payload: int = 1024 * 1024, port: int | None = None) -> NatsServer:
-    """Start nats-server on 127.0.0.1 and wait until it accepts connections (10 s deadline)."""
+    """Start nats-server on 127.0.0.1 and wait until it logs that it is ready (10 s deadline)."""
     port = port or free_port()
     # max_payload has no command-line flag: it goes in a config file.
     config = Path(tempfile.mkdtemp(prefix="nats-")) / "nats.conf"
     config.write_text(f"max_payload: {max_payload}\n")
     args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-c", str(config)]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"nats-server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return NatsServer(process, port, max_payload)
-        except OSError:
-            time.sleep(0.02)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ready, ended = threading.Event(), threading.Event()
+
+    def read_log() -> None:
+        """Until the server exits: set ``ready`` at its ready line, keep the pipe drained."""
+        assert process.stderr is not None
+        with process.stderr:
+            for line in process.stderr:
+                if b"Server is ready" in line:
+                    ready.set()
+        ended.set()
+        ready.set()  # wake the waiter, which sees that the server ended
+
+    threading.Thread(target=read_log, name="nats-server-log", daemon=True).start()
+    if ready.wait(timeout=10) and not ended.is_set():
+        return NatsServer(process, port, max_payload)
+    why = "exited" if ended.is_set() else "was not ready within 10 s"
     process.kill()
-    raise RuntimeError("nats-server did not start within 10 s")
+    process.wait()
+    raise RuntimeError(f"nats-server {why} (exit code {process.returncode})")
 
 
 @contextlib.asynccontextmanager

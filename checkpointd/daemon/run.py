@@ -30,7 +30,7 @@ from checkpointd.daemon.settings import NatsSettings, Settings
 from checkpointd.daemon.systemd import notify, watchdog_interval
 from checkpointd.errors import CheckpointError, ConfigError, DatabaseInUseError, UnavailableError
 from checkpointd.manager import CheckpointManager
-from checkpointd.transport import safe_url
+from checkpointd.transport import barrier, safe_url
 
 log = structlog.get_logger("checkpointd.daemon")
 
@@ -50,6 +50,7 @@ async def connect(
     name: str = "checkpointd",
     closed_cb: Callable[[], Awaitable[None]] | None = None,
     disconnected_cb: Callable[[], Awaitable[None]] | None = None,
+    reconnected_cb: Callable[[], Awaitable[None]] | None = None,
 ) -> Client:
     """Connect within ``connect_timeout``, then reconnect forever; a dead server is noticed
     after ``ping_interval * max_outstanding_pings`` seconds.
@@ -65,7 +66,7 @@ async def connect(
         max_outstanding_pings=settings.max_outstanding_pings,
         error_cb=_on_error,
         disconnected_cb=disconnected_cb or _on_disconnected,
-        reconnected_cb=_on_reconnected,
+        reconnected_cb=reconnected_cb or _on_reconnected,
         closed_cb=closed_cb,
         user_credentials=settings.credentials_file,
         nkeys_seed=settings.nkey_seed_file,
@@ -105,6 +106,9 @@ class Daemon:
         self.settings = settings
         self._stop = asyncio.Event()
         self._exit = EXIT_OK
+        self._nc: Client | None = None
+        self._status = ""
+        self._announcing: set[asyncio.Task[None]] = set()
 
     def request_stop(self, code: int = EXIT_OK) -> None:
         if not self._stop.is_set():
@@ -149,7 +153,7 @@ class Daemon:
                 return self._exit
             manager, service, nc, url = starting.result()
             loops = self._loops(manager, service, nc)
-            notify(f"READY=1\nSTATUS=serving on {safe_url(url)}\nMAINPID={os.getpid()}")
+            notify(f"READY=1\n{self._status}\nMAINPID={os.getpid()}")
             log.info(
                 "serving",
                 version=__version__,
@@ -199,8 +203,13 @@ class Daemon:
             watcher = asyncio.get_running_loop().create_task(self._watch(embedded))
             stack.callback(watcher.cancel)
         nc = await connect(
-            url, settings.nats, closed_cb=self._on_closed, disconnected_cb=self._on_disconnected
+            url,
+            settings.nats,
+            closed_cb=self._on_closed,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
         )
+        self._nc, self._status = nc, f"STATUS=serving on {safe_url(url)}"
         stack.push_async_callback(_drain, nc)
         service = CheckpointService(
             manager,
@@ -260,6 +269,25 @@ class Daemon:
     async def _on_disconnected(self) -> None:
         if not self._stop.is_set():
             await _on_disconnected()
+            notify("STATUS=NATS disconnected; reconnecting")
+
+    async def _on_reconnected(self) -> None:
+        await _on_reconnected()
+        # nats-py awaits this inside its reconnect loop: announce from a task of our own.
+        task = asyncio.get_running_loop().create_task(self._announce_reconnected())
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _announce_reconnected(self) -> None:
+        """Tell the service manager once the server has our subscriptions again."""
+        if self._nc is None or self._stop.is_set():
+            return
+        try:
+            await barrier(self._nc)
+        except Exception as exc:  # disconnected again: the next reconnect announces
+            log.info("reconnect not confirmed", error=type(exc).__name__)
+            return
+        notify(f"{self._status} (reconnected)")
 
     async def _on_closed(self) -> None:
         if not self._stop.is_set():

@@ -195,20 +195,10 @@ async def test_the_daemon_serves_again_after_its_nats_server_restarts(daemons: D
         async with client_of(daemon) as client:
             before = await client.create(name="before", session_id="r", snapshot={}, branches=MAIN)
         server.stop()
+        daemon.notify.expect("STATUS=NATS disconnected; reconnecting", daemon.process)
         server = start_nats_server(port=server.port)
-        nc = await nats.connect(server.url)
-        try:
-            # Polled, bounded: nothing tells an outsider when the daemon has resubscribed (it
-            # reconnects on its own schedule), and until then a request has no responder.
-            async with asyncio.timeout(DEADLINE):
-                while True:
-                    try:
-                        await nc.request(f"{daemon.prefix}.health", b"{}", timeout=DEADLINE)
-                        break
-                    except nats.errors.NoRespondersError:
-                        await asyncio.sleep(0.2)
-        finally:
-            await nc.close()
+        # Sent once the server has the daemon's subscriptions again (expect's deadline bounds it).
+        daemon.notify.expect(f"STATUS=serving on {server.url} (reconnected)", daemon.process)
         async with client_of(daemon) as client:
             assert await client.get_checkpoint(before.id) is not None
             await client.create(name="after", session_id="r", snapshot={}, branches=MAIN)
