@@ -1,7 +1,7 @@
 """In-process creates: 1 KB JSON-like snapshot, durable (synchronous=FULL), every projection.
 
 Prints throughput and p50/p99 latency at 1 and 64 concurrent callers and writes JSON.
-Usage: python bench/bench_create.py [--n 20000] [--json bench/create.json]
+Usage: python -m bench.bench_create [--n 20000] [--json bench/create.json]
 """
 
 from __future__ import annotations
@@ -17,22 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.data import snapshot
 from checkpointd import CheckpointManager
-
-
-def snapshot(i: int) -> dict[str, Any]:
-    """About 1 KB of canonical msgpack, shaped like the seed's snapshot schema."""
-    return {
-        "sessions": [f"s-{i % 100}"],
-        "state": {
-            "progress": i % 101,
-            "completed": list(range(i % 20)),
-            "pending": [f"task-{j}" for j in range(8)],
-            "config": {"environment": "production", "version": f"1.{i}.0", "seed": i},
-            "resources": {"memory": "2GB", "cpu": "4 cores", "disk": "50GB"},
-            "notes": os.urandom(300).hex(),
-        },
-    }
 
 
 async def run(manager: CheckpointManager, n: int, concurrency: int) -> dict[str, Any]:

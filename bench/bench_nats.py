@@ -15,7 +15,7 @@ process (multiprocessing, spawn) instead. CPU columns: CPU microseconds per crea
 nats-server, over the timed part.
 
 Usage:
-    python bench/bench_nats.py [--seconds 4] [--n N] [--client-process] [--json bench/nats.json]
+    python -m bench.bench_nats [--seconds 4] [--n N] [--client-process] [--json bench/nats.json]
 ``--seconds`` runs each row for that long (the default: about 30 s in all); ``--n N`` instead runs
 N creates at 64 in flight and N/10 (at least 1,000) at 1, as bench_create does.
 """
@@ -44,6 +44,7 @@ from typing import Any
 
 import nats
 
+from bench.data import snapshot
 from checkpointd import CheckpointClient, CheckpointManager
 from checkpointd.daemon.embedded import EmbeddedNats, nats_server_binary
 from checkpointd.daemon.service import CheckpointService
@@ -53,21 +54,6 @@ WARMUP = 256  # untimed creates on each fresh store before its row
 
 
 # -- the workload (bench_create's) ---------------------------------------------------------------
-
-
-def snapshot(i: int) -> dict[str, Any]:
-    """About 1 KB of canonical msgpack, shaped like the seed's snapshot schema (bench_create's)."""
-    return {
-        "sessions": [f"s-{i % 100}"],
-        "state": {
-            "progress": i % 101,
-            "completed": list(range(i % 20)),
-            "pending": [f"task-{j}" for j in range(8)],
-            "config": {"environment": "production", "version": f"1.{i}.0", "seed": i},
-            "resources": {"memory": "2GB", "cpu": "4 cores", "disk": "50GB"},
-            "notes": os.urandom(300).hex(),
-        },
-    }
 
 
 Create = Callable[..., Awaitable[Any]]
