@@ -12,7 +12,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -53,6 +53,7 @@ _BY_CODE = {
     "internal": 70,
 }
 Store = CheckpointManager | CheckpointClient
+Work = Callable[[Store, argparse.Namespace, TextIO], Awaitable[int | None]]
 _CONNECT_WAIT = 3.0
 
 
@@ -101,7 +102,7 @@ def _nats(settings: Settings) -> str:
 
 
 def _verb(
-    work: Callable[[Store, argparse.Namespace, TextIO], Any],
+    work: Work,
 ) -> Callable[[argparse.Namespace, Settings], int]:
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         logs.configure("warning", "auto")  # stdout is the verb's output; logs go to stderr
@@ -127,7 +128,7 @@ def _verb(
 async def _with_store(
     args: argparse.Namespace,
     settings: Settings,
-    work: Callable[[Store, argparse.Namespace, TextIO], Any],
+    work: Work,
 ) -> Any:
     store: Store
     if args.db:
@@ -150,8 +151,7 @@ async def _with_store(
             name="checkpointd-cli",
         )
     async with store:
-        result = work(store, args, sys.stdout)
-        return await result if asyncio.iscoroutine(result) else result
+        return await work(store, args, sys.stdout)
 
 
 async def _create(store: Store, args: argparse.Namespace, out: TextIO) -> None:
@@ -423,7 +423,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_verbs(sub: Any, verbs: argparse.ArgumentParser) -> None:
-    def verb(name: str, work: Callable[..., Any], help_text: str) -> argparse.ArgumentParser:
+    def verb(name: str, work: Work, help_text: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = sub.add_parser(name, parents=[verbs], help=help_text)
         p.set_defaults(handler=_verb(work))
         return p
