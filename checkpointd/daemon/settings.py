@@ -17,7 +17,7 @@ from typing import Any
 
 from checkpointd.config import Config, check_type
 from checkpointd.errors import ConfigError
-from checkpointd.snapshots import Keyring
+from checkpointd.snapshots.crypto import check_secret
 from checkpointd.transport import safe_url
 
 ENV_PREFIX = "CHECKPOINTD_"
@@ -294,8 +294,10 @@ def _check_secrets(engine: Config, nats: NatsSettings) -> None:
     secret = engine.encryption_secret(environ={})
     if engine.enable_encryption and secret is None:
         raise ConfigError("encryption_key", None, "enable_encryption is on but no key is set")
-    if secret is not None or engine.encryption_old_keys:
-        Keyring.from_secrets(secret, engine.encryption_old_keys, salt=bytes(16))
+    if secret is not None:
+        check_secret(secret)
+    for old in engine.encryption_old_keys:
+        check_secret(old, setting="encryption_old_keys")
     for key in _FILES:
         path = getattr(nats, key)
         if path is not None and not os.access(path, os.R_OK):

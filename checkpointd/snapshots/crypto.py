@@ -44,15 +44,29 @@ def derive_key(secret: str, salt: bytes, *, setting: str = "encryption_key") -> 
     Raises:
         ConfigError: a base64 key is malformed or not 32 bytes, or a passphrase is too short.
     """
+    check_secret(secret, setting=setting)
     if _HEX_KEY.fullmatch(secret):
         return bytes.fromhex(secret)
     if secret.startswith(_BASE64_PREFIX):
         return _decode_base64_key(secret.removeprefix(_BASE64_PREFIX), setting)
+    kdf = Scrypt(salt=salt, length=KEY_SIZE, n=2**14, r=8, p=1)
+    return kdf.derive(secret.encode("utf-8"))
+
+
+def check_secret(secret: str, *, setting: str = "encryption_key") -> None:
+    """Refuse a secret :func:`derive_key` would refuse, without deriving (no scrypt).
+
+    Raises:
+        ConfigError: a base64 key is malformed or not 32 bytes, or a passphrase is too short.
+    """
+    if _HEX_KEY.fullmatch(secret):
+        return
+    if secret.startswith(_BASE64_PREFIX):
+        _decode_base64_key(secret.removeprefix(_BASE64_PREFIX), setting)
+        return
     if len(secret) < _MIN_PASSPHRASE:
         reason = f"a passphrase needs at least {_MIN_PASSPHRASE} characters"
         raise ConfigError(setting, _REDACTED, reason)
-    kdf = Scrypt(salt=salt, length=KEY_SIZE, n=2**14, r=8, p=1)
-    return kdf.derive(secret.encode("utf-8"))
 
 
 def key_id(key: bytes) -> str:
