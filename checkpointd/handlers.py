@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from checkpointd import commands as cmd
+from checkpointd import faults
 from checkpointd.clock import Clock, format_timestamp
 from checkpointd.config import Config
 from checkpointd.errors import (
@@ -201,6 +202,7 @@ class CommandHandler:
         store.append(self.conn, record)
         self.seq, self.head_hash = record.seq, record.hash
         self._appended.append(record)
+        faults.crash_point("mid-projection")
         return record
 
     # -- create --------------------------------------------------------------------------

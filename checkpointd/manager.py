@@ -22,6 +22,7 @@ from typing import Any, Self
 import structlog
 
 from checkpointd import commands as cmd
+from checkpointd import faults
 from checkpointd.clock import Clock, SystemClock
 from checkpointd.config import Config
 from checkpointd.engine import open_write_side
@@ -293,6 +294,7 @@ class CheckpointManager:
             total += outcome.value
             if outcome.value < step.limit:
                 return total
+            faults.crash_point("mid-cleanup")
 
     async def cleanup_once(self) -> int:
         """One step of the auto-cleanup loop (the daemon calls it every ``cleanup_interval``).

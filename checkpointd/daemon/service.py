@@ -28,7 +28,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from checkpointd import __version__, wire
+from checkpointd import __version__, faults, wire
 from checkpointd.compact_json import compact_dumps
 from checkpointd.daemon.endpoints import ENDPOINTS, WRITES
 from checkpointd.daemon.metrics import RequestMetrics
@@ -229,6 +229,9 @@ class CheckpointService:
                 body = b""
         try:
             await self._nc.publish(msg.reply, body, headers=headers)
+            if faults.reached("after-reply-before-notify"):
+                await self._nc.flush()
+                faults.crash()
         except Exception:
             log.warning("could not send a reply", subject=msg.subject, exc_info=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from checkpointd import faults
 from checkpointd.events import store
 from checkpointd.projections import Projector, fts, stored_position
 from checkpointd.storage.schema import PROJECTION_TABLES
@@ -28,6 +29,7 @@ def replay(
         for event in store.scan(conn, after_seq):
             projector.apply(conn, event, event.payload())
             count += 1
+            faults.crash_point("mid-rebuild")
             if count % _FLUSH_EVERY == 0:
                 projector.flush(conn)
                 if progress is not None:

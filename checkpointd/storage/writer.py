@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import structlog
 
+from checkpointd import faults
 from checkpointd.commands import Command
 from checkpointd.errors import CheckpointError, InternalError, UnavailableError
 from checkpointd.events.types import EventRecord
@@ -170,6 +171,7 @@ class GroupCommitWriter:
                     break
                 group.append(nxt)
             outcomes = self._commit_group([job.command for job in group])
+            faults.crash_point("after-commit-before-reply")
             self._call_soon(self._deliver, group, outcomes)
             if isinstance(pending, _Stop):
                 return
@@ -218,6 +220,7 @@ class GroupCommitWriter:
             conn.execute("BEGIN IMMEDIATE")
             outcomes = [handler.handle(command) for command in commands]
             handler.projector.flush(conn)
+            faults.crash_point("after-append-before-commit")
             conn.execute("COMMIT")
         except Exception as exc:
             if not _recover(handler):
