@@ -35,6 +35,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--run-slow", action="store_true", help="also run the long variants (marked slow)"
     )
+    parser.addoption(
+        "--faults-report",
+        metavar="PATH",
+        help="write the fault scenarios' figures (rounds, operations, losses...) as JSON",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
