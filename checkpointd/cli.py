@@ -141,7 +141,7 @@ async def _with_store(
             prefix=nats.subject_prefix,
             request_timeout=args.timeout,
             # A CLI should say at once that no daemon answers (the daemon itself waits longer).
-            connect_timeout=min(args.timeout, nats.connect_timeout, _CONNECT_WAIT),
+            connect_timeout=min(args.timeout, nats.connect_timeout or _CONNECT_WAIT, _CONNECT_WAIT),
             credentials_file=nats.credentials_file,
             nkey_seed_file=nats.nkey_seed_file,
             token=nats.token,

@@ -10,12 +10,15 @@ from nats.aio.client import Client
 
 from checkpointd.errors import UnavailableError
 
+_ATTEMPT = 5
+"""Seconds one connection attempt (TCP and the server's INFO) may take."""
 
-async def connect(url: str, *, deadline: float, **options: Any) -> Client:
+
+async def connect(url: str, *, deadline: float | None, **options: Any) -> Client:
     """A connection to ``url`` (comma-separated servers) made within ``deadline`` seconds.
 
-    It retries until the deadline and, once connected, reconnects forever; ``options`` are
-    nats-py's (None values are left out).
+    It retries (every second) until the deadline, or for as long as it takes with None, and
+    once connected it reconnects forever; ``options`` are nats-py's (None values left out).
 
     Raises:
         UnavailableError: no connection before the deadline (the URL shown without secrets).
@@ -25,7 +28,7 @@ async def connect(url: str, *, deadline: float, **options: Any) -> Client:
         async with asyncio.timeout(deadline):
             await nc.connect(
                 servers=url.split(","),
-                connect_timeout=max(1, int(deadline)),
+                connect_timeout=max(1, min(int(deadline or _ATTEMPT), _ATTEMPT)),
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,

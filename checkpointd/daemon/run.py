@@ -52,19 +52,20 @@ async def connect(
     disconnected_cb: Callable[[], Awaitable[None]] | None = None,
     reconnected_cb: Callable[[], Awaitable[None]] | None = None,
 ) -> Client:
-    """Connect within ``connect_timeout``, then reconnect forever; a dead server is noticed
-    after ``ping_interval * max_outstanding_pings`` seconds.
+    """Connect (within ``connect_timeout``, or retrying as long as it takes when it is 0), then
+    reconnect forever; a dead server is noticed after ``ping_interval * max_outstanding_pings``
+    seconds.
 
     Raises:
         UnavailableError: no connection before the deadline.
     """
     return await transport.connect(
         url,
-        deadline=settings.connect_timeout,
+        deadline=settings.connect_timeout or None,
         name=name,
         ping_interval=settings.ping_interval,
         max_outstanding_pings=settings.max_outstanding_pings,
-        error_cb=_on_error,
+        error_cb=_ErrorLog().report,
         disconnected_cb=disconnected_cb or _on_disconnected,
         reconnected_cb=reconnected_cb or _on_reconnected,
         closed_cb=closed_cb,
@@ -202,6 +203,9 @@ class Daemon:
             url = embedded.url
             watcher = asyncio.get_running_loop().create_task(self._watch(embedded))
             stack.callback(watcher.cancel)
+        if settings.nats.url is not None:
+            # Until NATS answers (the daemon waits for it, retrying every second).
+            notify(f"STATUS=connecting to NATS at {safe_url(url)}")
         nc = await connect(
             url,
             settings.nats,
@@ -326,8 +330,26 @@ async def _drain(nc: Client) -> None:
             await nc.close()
 
 
-async def _on_error(exc: Exception) -> None:
-    log.warning("NATS error", error=type(exc).__name__, detail=str(exc)[:200])
+class _ErrorLog:
+    """nats-py reports every failed (re)connect attempt, one a second while NATS is down: log
+    the first of each kind at once, then the same one at most once a minute with a count."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], tuple[float, int]] = {}
+
+    async def report(self, exc: Exception) -> None:
+        key = (type(exc).__name__, str(exc)[:200])
+        now = asyncio.get_running_loop().time()
+        logged_at, repeats = self._last.get(key, (-self.EVERY, 0))
+        if now - logged_at < self.EVERY:
+            self._last[key] = (logged_at, repeats + 1)
+            return
+        if len(self._last) > 100:  # errors that differ every time: forget the old ones
+            self._last.clear()
+        self._last[key] = (now, 0)
+        log.warning("NATS error", error=key[0], detail=key[1], repeats_since_last=repeats)
 
 
 async def _on_disconnected() -> None:

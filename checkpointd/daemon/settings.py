@@ -60,7 +60,7 @@ class NatsSettings:
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
-    connect_timeout: float = 10.0
+    connect_timeout: float = 0.0
     ping_interval: int = 5
     max_outstanding_pings: int = 3
     embedded: bool = True
@@ -71,9 +71,11 @@ class NatsSettings:
     def __post_init__(self) -> None:
         for f in fields(self):
             check_type(f"nats.{f.name}", getattr(self, f.name), f.type)
-        for key in ("connect_timeout", "ping_interval"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"nats.{key}", getattr(self, key), "must be positive")
+        if self.connect_timeout < 0:
+            reason = "must be 0 (wait as long as it takes) or positive"
+            raise ConfigError("nats.connect_timeout", self.connect_timeout, reason)
+        if self.ping_interval <= 0:
+            raise ConfigError("nats.ping_interval", self.ping_interval, "must be positive")
         pings, port = self.max_outstanding_pings, self.embedded_port
         payload = self.embedded_max_payload
         if pings < 1:
