@@ -230,6 +230,8 @@ class CheckpointService:
         try:
             await self._nc.publish(msg.reply, body, headers=headers)
             if faults.reached("after-reply-before-notify"):
+                if self._publisher is not None:
+                    self._publisher.cancel()  # the reply goes out, the notifications do not
                 await self._nc.flush()
                 faults.crash()
         except Exception:
