@@ -222,8 +222,6 @@ async def _plan(
         state, last_seq = await reads.session_state(target)
         current, expected_seq = state, last_seq
     merged = merge_states(current, snapshot, request.strategy, request.resolver)
-    if request.dry_run:
-        return _Plan(request, target, merged, tuple(warnings), command=None)
     # The restored state and the backup mix the checkpoint's and the session's content, either
     # of which may have been encrypted: whenever a key is configured, they are encrypted.
     encrypt = codec.keyring is not None and codec.keyring.active_id is not None
@@ -241,6 +239,8 @@ async def _plan(
         compress=config.enable_compression,
         encrypt=encrypt,
     )
+    if request.dry_run:  # planned and encoded in full: it refuses what the restore would refuse
+        return _Plan(request, target, merged, tuple(warnings), command=None)
     command = cmd.Restore(
         checkpoint_id=request.checkpoint_id,
         target_session_id=target,

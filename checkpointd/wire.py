@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from collections.abc import Mapping
 from enum import Enum
@@ -57,8 +58,10 @@ def decode(body: bytes, encoding: str, *, trusted: bool = False) -> dict[str, An
         if encoding == MSGPACK:
             value = msgpack.unpackb(body, raw=False, strict_map_key=True)
         else:
-            value = json.loads(body, parse_constant=_no_constant)
-            if b"\\ud" in body.lower():  # only an escape can smuggle in a lone surrogate
+            # Decoded strictly first: json.loads on bytes would let UTF-8-encoded surrogates in.
+            text = body.decode("utf-8")
+            value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+            if "\\ud" in text.lower():  # only an escape can smuggle in a lone surrogate
                 _check_surrogates(value)
     except RecursionError:
         raise InvalidRequestError("body is nested too deeply") from None
@@ -83,13 +86,17 @@ def encode(value: Any, encoding: str) -> bytes:
 
 
 def error_reply(error: CheckpointError, encoding: str) -> tuple[bytes, dict[str, str]]:
-    """The body and headers of an error reply (status code and message in the headers too)."""
+    """The body and headers of an error reply (status code and message in the headers too).
+
+    Messages may quote the request, so their text is made encodable first: an error reply must
+    never fail to go out.
+    """
     headers = {
-        ERROR: _header_text(error.message),
+        ERROR: _header_text(_valid_text(error.message)),
         ERROR_CODE: str(error.status),
         CONTENT_TYPE: encoding,
     }
-    return encode(error.to_wire(), encoding), headers
+    return encode(_valid_text(error.to_wire()), encoding), headers
 
 
 def raise_for_reply(body: bytes, headers: Mapping[str, str] | None) -> None:
@@ -147,6 +154,24 @@ def _header_text(message: str) -> str:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e400: JSON has no infinities
+        raise ValueError("number out of range")
+    return number
+
+
+def _valid_text(value: Any) -> Any:
+    """``value`` with every string made encodable (a lone surrogate becomes ``?``)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, Mapping):
+        return {_valid_text(k): _valid_text(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_valid_text(item) for item in value]
+    return value
 
 
 def _check_surrogates(value: Any) -> None:
