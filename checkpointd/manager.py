@@ -26,7 +26,13 @@ from checkpointd import faults
 from checkpointd.clock import Clock, SystemClock
 from checkpointd.config import Config
 from checkpointd.engine import open_write_side
-from checkpointd.errors import ConfigError, InvalidRequestError, NotFoundError, UnavailableError
+from checkpointd.errors import (
+    ConfigError,
+    IntegrityError,
+    InvalidRequestError,
+    NotFoundError,
+    UnavailableError,
+)
 from checkpointd.events.verify import verify_file
 from checkpointd.handlers import CommandHandler, seal_snapshot
 from checkpointd.idempotency import Replayed, keyed
@@ -36,7 +42,7 @@ from checkpointd.projections.replay import rebuild
 from checkpointd.reads.checkpoints import DEFAULT_PAGE_SIZE, ReadModel
 from checkpointd.reads.search import SearchRequest
 from checkpointd.reads.stats import read_stats
-from checkpointd.reads.validate import validate_stored
+from checkpointd.reads.validate import failed_report, validate_stored
 from checkpointd.requests import (
     CreateRequest,
     UpdateRequest,
@@ -429,7 +435,10 @@ class CheckpointManager:
         Damage is reported (``is_valid`` False), not raised. Raises NotFoundError.
         """
         _, reads = self._require()
-        row, blob = await reads.stored(checkpoint_id)
+        try:
+            row, blob = await reads.stored(checkpoint_id)
+        except IntegrityError as exc:  # its row or blob cannot even be read
+            return failed_report(exc.message)
         return await asyncio.to_thread(validate_stored, reads.codec, row, blob)
 
     async def restore_checkpoint(

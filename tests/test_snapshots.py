@@ -450,11 +450,24 @@ def test_oversize_snapshot_is_too_large() -> None:
     assert caught.value.limit == 1000
 
 
-def test_blob_over_the_reading_limit_is_too_large() -> None:
-    """A blob that decompresses past the reading codec's max_size is a TooLargeError."""
+def test_blob_over_the_reading_limit_is_an_integrity_error() -> None:
+    """A stored blob that expands past the limit (a bomb, damage) is an IntegrityError naming
+    the checkpoint, not a 413: nothing the reader sent was too large."""
     encoded = codec().encode("cp-1", compressible_snapshot(), compress=True, encrypt=True)
-    with pytest.raises(TooLargeError, match="decompressed snapshot"):
+    with pytest.raises(IntegrityError, match="checkpoint cp-1: snapshot expands past 100 bytes"):
         codec(max_size=100).open("cp-1", encoded.blob)
+
+
+def test_the_recorded_size_caps_decompression_instead_of_max_size() -> None:
+    """Reads pass the recorded size: a checkpoint stored under a larger max_checkpoint_size
+    still opens, and one byte less than recorded is refused before more is inflated."""
+    encoded = codec().encode("cp-1", compressible_snapshot(), compress=True, encrypt=True)
+    small = codec(max_size=100)
+    assert checksum(small.open("cp-1", encoded.blob, expected_size=encoded.size)) == (
+        encoded.checksum
+    )
+    with pytest.raises(IntegrityError, match=f"expands past {encoded.size - 1} bytes"):
+        small.open("cp-1", encoded.blob, expected_size=encoded.size - 1)
 
 
 @pytest.mark.parametrize("keyring", [None, Keyring(None, [KEY_1])], ids=["none", "no-active"])

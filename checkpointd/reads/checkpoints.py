@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -20,6 +21,7 @@ from checkpointd.reads.search import SearchRequest, build_count_sql, build_sql, 
 from checkpointd.requests import non_negative_int, text
 from checkpointd.rows import checkpoint_from_row
 from checkpointd.snapshots import SnapshotCodec
+from checkpointd.snapshots.blob import naming
 from checkpointd.storage.readers import ReaderPool
 
 MAX_PAGE_SIZE = 1000
@@ -63,7 +65,8 @@ class ReadModel:
     async def get(self, checkpoint_id: str, *, include_snapshot: bool) -> Checkpoint | None:
         checkpoint_id = text(checkpoint_id, "id")
         select = _SELECT_WITH_BLOB if include_snapshot else _SELECT
-        found = await self.readers.fetchone(f"{select} WHERE id = ?", (checkpoint_id,))
+        with naming(checkpoint_id):
+            found = await self.readers.fetchone(f"{select} WHERE id = ?", (checkpoint_id,))
         if found is None:
             return None
         return await self._checkpoint(found, include_snapshot=include_snapshot)
@@ -81,21 +84,30 @@ class ReadModel:
         if blob is None:
             raise IntegrityError("snapshot bytes are missing", checkpoint_id=checkpoint_id)
         expected = row["checksum"] if self._verify else None
-        return await self._decode_blob(checkpoint_id, bytes(blob), expected=expected)
+        return await self._decode_blob(
+            checkpoint_id, bytes(blob), expected=expected, size=row["size"]
+        )
 
-    async def _decode_blob(self, key: str, blob: bytes, *, expected: str | None) -> dict[str, Any]:
+    async def _decode_blob(
+        self, key: str, blob: bytes, *, expected: str | None, size: int | None = None
+    ) -> dict[str, Any]:
+        decode = functools.partial(
+            self.codec.decode, key, blob, expected_checksum=expected, expected_size=size
+        )
         if len(blob) > _OFFLOAD_BYTES:
-            return await asyncio.to_thread(self.codec.decode, key, blob, expected_checksum=expected)
-        return self.codec.decode(key, blob, expected_checksum=expected)
+            return await asyncio.to_thread(decode)
+        return decode()
 
     async def stored(self, checkpoint_id: str) -> tuple[dict[str, Any], bytes | None]:
         """The view row and the stored blob of a checkpoint, read together.
 
         Raises NotFoundError if there is no such checkpoint.
         """
-        found = await self.readers.fetchone(
-            f"{_SELECT_WITH_BLOB} WHERE id = ?", (text(checkpoint_id, "id"),)
-        )
+        checkpoint_id = text(checkpoint_id, "id")
+        with naming(checkpoint_id):
+            found = await self.readers.fetchone(
+                f"{_SELECT_WITH_BLOB} WHERE id = ?", (checkpoint_id,)
+            )
         if found is None:
             raise NotFoundError("checkpoint", checkpoint_id)
         blob = found[-1]

@@ -28,11 +28,11 @@ def inspect_stored(
     """``validate_stored``'s report, and the decoded snapshot when it could be decoded."""
     checkpoint_id = row["id"]
     if blob is None:
-        return _failed(f"checkpoint {checkpoint_id}: snapshot bytes are missing"), None
+        return failed_report(f"checkpoint {checkpoint_id}: snapshot bytes are missing"), None
     try:
         canonical = codec.open(checkpoint_id, bytes(blob))
     except CheckpointError as exc:
-        return _failed(exc.message), None
+        return failed_report(exc.message), None
     errors: list[str] = []
     named = f"checkpoint {checkpoint_id}:"
     size_matches = len(canonical) == row["size"]
@@ -54,7 +54,8 @@ def inspect_stored(
     return report, snapshot
 
 
-def _failed(message: str) -> ValidationReport:
+def failed_report(message: str) -> ValidationReport:
+    """The report of a snapshot that could not be read at all."""
     return _report(False, False, False, [message], [])
 
 

@@ -166,15 +166,19 @@ class SnapshotCodec:
             encrypted=encrypt,
         )
 
-    def open(self, checkpoint_id: str, blob: bytes) -> bytes:
+    def open(self, checkpoint_id: str, blob: bytes, *, expected_size: int | None = None) -> bytes:
         """Decrypt and decompress a blob back to the canonical bytes.
 
+        Decompression stops past ``expected_size`` (the recorded size), else past ``max_size``:
+        a blob that expands further (a decompression bomb, damage) costs no more memory.
+
         Raises:
-            IntegrityError: the blob is damaged, was sealed for another checkpoint, or its key
-                is not configured or wrong; the message names ``checkpoint_id``.
-            TooLargeError: it decompresses to more than ``max_size`` bytes.
+            IntegrityError: the blob is damaged, was sealed for another checkpoint, its key is
+                not configured or wrong, or it expands past that limit; the message names
+                ``checkpoint_id``.
         """
-        with _naming(checkpoint_id):
+        limit = self.max_size if expected_size is None else expected_size
+        with naming(checkpoint_id):
             header = read_header(blob)
             payload = blob[header.payload_offset :]
             if header.key_id is not None:
@@ -184,10 +188,18 @@ class SnapshotCodec:
                 payload = self.keyring.decrypt(
                     header.key_id, header.nonce, payload, aad, checkpoint_id=checkpoint_id
                 )
-            return decompress(payload, header.compression, limit=self.max_size)
+            try:
+                return decompress(payload, header.compression, limit=limit)
+            except TooLargeError:
+                raise IntegrityError(f"snapshot expands past {limit} bytes") from None
 
     def decode(
-        self, checkpoint_id: str, blob: bytes, *, expected_checksum: str | None = None
+        self,
+        checkpoint_id: str,
+        blob: bytes,
+        *,
+        expected_checksum: str | None = None,
+        expected_size: int | None = None,
     ) -> dict[str, Any]:
         """Open a blob and decode the snapshot in it.
 
@@ -196,14 +208,14 @@ class SnapshotCodec:
             blob: the stored bytes.
             expected_checksum: the checkpoint's recorded checksum; when given, the snapshot is
                 returned only if its canonical bytes match it, so damage is never returned.
+            expected_size: the checkpoint's recorded size (caps decompression, see ``open``).
 
         Raises:
             IntegrityError: as for :meth:`open`, a checksum mismatch, or bytes that are not a
                 snapshot; the message names ``checkpoint_id``.
-            TooLargeError: as for :meth:`open`.
         """
-        canonical = self.open(checkpoint_id, blob)
-        with _naming(checkpoint_id):
+        canonical = self.open(checkpoint_id, blob, expected_size=expected_size)
+        with naming(checkpoint_id):
             if expected_checksum is not None and checksum(canonical) != expected_checksum:
                 raise IntegrityError(
                     f"checksum mismatch: recorded {expected_checksum},"
@@ -227,7 +239,7 @@ class SnapshotCodec:
 
 
 @contextmanager
-def _naming(checkpoint_id: str) -> Iterator[None]:
+def naming(checkpoint_id: str) -> Iterator[None]:
     """Add the checkpoint id to an IntegrityError raised without one."""
     try:
         yield

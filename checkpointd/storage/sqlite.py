@@ -60,7 +60,10 @@ def translate(exc: sqlite3.Error) -> CheckpointError:
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
         return UnavailableError("the database is busy; retry")
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
-        return IntegrityError("the database file is damaged; run `checkpointd verify`")
+        return IntegrityError(
+            "the database file is damaged (SQLite's PRAGMA integrity_check lists where);"
+            " restore it from a backup"
+        )
     if name.startswith(("SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_PERM")):
         return StorageError("storage failed: the write was not applied")
     return InternalError("internal storage error")
