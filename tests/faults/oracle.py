@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +63,7 @@ async def check_store(
     acked: Mapping[str, str] | None = None,
     deleted: Collection[str] = (),
     encryption_key: str | None = None,
+    encryption_old_keys: Sequence[str] = (),
 ) -> Verdict:
     """Assert everything the module docstring lists; ``acked`` maps id → acknowledged checksum.
 
@@ -76,7 +77,11 @@ async def check_store(
         assert numbers == list(range(1, len(numbers) + 1)), f"{stream}: versions {numbers}"
     live = dump_projections(db_path)  # runs the FTS integrity checks too
 
-    manager = CheckpointManager(database_path=str(db_path), encryption_key=encryption_key)
+    manager = CheckpointManager(
+        database_path=str(db_path),
+        encryption_key=encryption_key,
+        encryption_old_keys=list(encryption_old_keys),
+    )
     await manager.open()
     try:
         verified = await manager.verify_log()

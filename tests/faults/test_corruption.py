@@ -15,7 +15,6 @@ the library tests do not: the bomb, a flipped byte in a raw database page, a mis
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import sqlite3
@@ -34,12 +33,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from daemon.serving import DEADLINE, Daemon, Daemons
 from nats.aio.client import Client
 
-from checkpointd import Checkpoint, CheckpointClient, CheckpointManager
+from checkpointd import Checkpoint, CheckpointClient
 from checkpointd.errors import IntegrityError
 from checkpointd.snapshots.blob import MAGIC
 from checkpointd.snapshots.crypto import key_id
 
-from . import oracle
 from .oracle import check_store
 
 KEY = "00112233445566778899aabbccddeeff" * 2
@@ -275,7 +273,7 @@ async def test_a_wrong_key_refuses_encrypted_reads_and_serves_the_rest(
 
 
 async def test_a_dropped_old_key_names_the_fix_and_the_new_key_still_reads(
-    daemons: Daemons, figures: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    daemons: Daemons, figures: dict[str, Any]
 ) -> None:
     """After a rotation (new key, old key in encryption_old_keys) both generations read; with
     the old key dropped, the old checkpoints are integrity errors naming the checkpoint, the
@@ -311,10 +309,10 @@ async def test_a_dropped_old_key_names_the_fix_and_the_new_key_still_reads(
         await served.still_serving()
     await stop(dropped)
 
-    # The oracle opens the store with one key; this store needs both generations.
-    both = functools.partial(CheckpointManager, encryption_old_keys=(KEY,))
-    monkeypatch.setattr(oracle, "CheckpointManager", both)
-    await finish(first.db_path, ledger, figures, rounds=3, encryption_key=NEW_KEY)
+    # This store needs both key generations.
+    await finish(
+        first.db_path, ledger, figures, rounds=3, encryption_key=NEW_KEY, encryption_old_keys=[KEY]
+    )
 
 
 # -- moved and flipped bytes --------------------------------------------------------------------
