@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 import subprocess
 import tempfile
@@ -96,3 +97,20 @@ async def subscribed(
         yield sub
     finally:
         await sub.unsubscribe()
+
+
+async def service_id(nc: Client, prefix: str, deadline: float = 60.0) -> str:
+    """The id of the checkpointd service instance whose endpoints are under ``prefix`` (other
+    tests' daemons may share the server): the one whose ``$SRV.INFO`` lists one of them."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    try:
+        await nc.publish("$SRV.INFO.checkpointd", b"", reply=inbox)
+        async with asyncio.timeout(deadline):
+            for _ in range(100):
+                info = json.loads((await sub.next_msg(timeout=deadline)).data)
+                if any(e["subject"].startswith(f"{prefix}.") for e in info["endpoints"]):
+                    return str(info["id"])
+    finally:
+        await sub.unsubscribe()
+    raise AssertionError(f"no checkpointd service serves {prefix}")

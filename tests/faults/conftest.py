@@ -8,29 +8,16 @@ Every test runs in its own working directory with no ``CHECKPOINTD_*`` variable 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from daemon.serving import INHERITED, Daemons, daemons_under
-from natsserver import NatsServer
+from daemon.conftest import clean_process_environment, daemons
 
-
-@pytest.fixture(autouse=True)
-def clean_process_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith("CHECKPOINTD_") or name in INHERITED:
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def daemons(tmp_path: Path, nats_server: NatsServer) -> Iterator[Daemons]:
-    """Start ``checkpointd serve`` processes; stopped and checked at teardown."""
-    with daemons_under(tmp_path, nats_server.url) as factory:
-        yield factory
+# The daemon tests' fixtures: ``daemons`` (a factory of ``checkpointd serve`` processes, checked
+# at teardown) and, autouse, no CHECKPOINTD_* from the shell and a working directory per test.
+__all__ = ["clean_process_environment", "daemons"]
 
 
 FIGURES = pytest.StashKey[list[dict[str, Any]]]()

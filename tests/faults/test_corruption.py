@@ -32,6 +32,7 @@ import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from daemon.serving import DEADLINE, Daemon, Daemons
 from nats.aio.client import Client
+from natsserver import service_id
 
 from checkpointd import Checkpoint, CheckpointClient
 from checkpointd.errors import IntegrityError
@@ -170,22 +171,6 @@ async def serving(daemon: Daemon, ledger: Ledger) -> AsyncIterator[Served]:
             yield Served(daemon, client, nc, ledger)
     finally:
         await nc.close()
-
-
-async def service_id(nc: Client, prefix: str) -> str:
-    """The id of the checkpointd instance serving ``prefix`` (other tests' daemons may share
-    the nats-server): the one whose ``$SRV.INFO`` lists an endpoint under it."""
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    try:
-        await nc.publish("$SRV.INFO.checkpointd", b"", reply=inbox)
-        for _ in range(1000):
-            info = json.loads((await sub.next_msg(timeout=DEADLINE)).data)
-            if any(e["subject"].startswith(f"{prefix}.") for e in info["endpoints"]):
-                return str(info["id"])
-    finally:
-        await sub.unsubscribe()
-    raise AssertionError(f"no checkpointd service serves {prefix}")
 
 
 def snapshot_of(name: str) -> dict[str, Any]:

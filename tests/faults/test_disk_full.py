@@ -34,6 +34,7 @@ import pytest
 from conftest import blob_count
 from daemon.serving import DEADLINE, Daemon, Daemons
 from nats.aio.client import Client
+from natsserver import service_id
 
 from checkpointd import Checkpoint, CheckpointClient, Page
 from checkpointd.errors import UnavailableError
@@ -185,23 +186,6 @@ def snapshot() -> dict[str, Any]:
 async def client_of(daemon: Daemon) -> AsyncIterator[CheckpointClient]:
     async with CheckpointClient(daemon.url, prefix=daemon.prefix, request_timeout=DEADLINE) as c:
         yield c
-
-
-async def service_id(nc: Client, prefix: str) -> str:
-    """The id of the checkpointd service instance whose endpoints are under ``prefix`` (other
-    tests' daemons may share the server)."""
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    try:
-        await nc.publish("$SRV.INFO.checkpointd", b"", reply=inbox)
-        async with asyncio.timeout(DEADLINE):
-            for _ in range(100):
-                info = json.loads((await sub.next_msg(timeout=DEADLINE)).data)
-                if any(e["subject"].startswith(f"{prefix}.") for e in info["endpoints"]):
-                    return str(info["id"])
-    finally:
-        await sub.unsubscribe()
-    raise AssertionError(f"no checkpointd service serves {prefix}")
 
 
 async def every_page(fetch: Callable[[int], Awaitable[Page]]) -> set[str]:

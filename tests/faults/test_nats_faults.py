@@ -118,6 +118,33 @@ def assert_exactly_once(daemon: Daemon, ledger: Ledger, expected: int) -> None:
     assert stored == ledger.names
 
 
+async def survive(
+    daemon: Daemon,
+    url: str,
+    faults: list[Callable[[], Awaitable[None]]],
+    stop_server: Callable[[], None],
+    figures: dict[str, Any],
+) -> None:
+    """The load with ``faults`` injected, a clean stop, then: each logical create stored
+    exactly once, and the oracle."""
+    per_writer = 10 + 5 * len(faults)
+    try:
+        ledger = await load_with_faults(daemon, url, per_writer, faults)
+        assert await asyncio.to_thread(daemon.stop) == 0
+    finally:
+        stop_server()
+    assert_exactly_once(daemon, ledger, WRITERS * per_writer)
+    verdict = await check_store(daemon.db_path, acked=ledger.acked)
+    figures.update(
+        rounds=len(faults),
+        operations=ledger.sent,
+        acknowledged=verdict.acknowledged,
+        losses=0,
+        duplicates=0,
+        unavailable=ledger.unavailable,
+    )
+
+
 async def expect_status(daemon: Daemon, line: str) -> None:
     await asyncio.to_thread(daemon.notify.expect, line, daemon.process)
 
@@ -168,22 +195,10 @@ async def test_nats_server_killed_and_restarted_under_load(
         server = start_nats_server(port=server.port)
         await expect_status(daemon, f"STATUS=serving on {server.url} (reconnected)")
 
-    try:
-        per_writer = 10 + 5 * kills
-        ledger = await load_with_faults(daemon, server.url, per_writer, [kill_and_restart] * kills)
-        assert await asyncio.to_thread(daemon.stop) == 0
-    finally:
+    def stop_the_last() -> None:  # ``server`` is the latest one started
         server.stop()
-    assert_exactly_once(daemon, ledger, WRITERS * per_writer)
-    verdict = await check_store(daemon.db_path, acked=ledger.acked)
-    figures.update(
-        rounds=kills,
-        operations=ledger.sent,
-        acknowledged=verdict.acknowledged,
-        losses=0,
-        duplicates=0,
-        unavailable=ledger.unavailable,
-    )
+
+    await survive(daemon, server.url, [kill_and_restart] * kills, stop_the_last, figures)
 
 
 @pytest.mark.parametrize(
@@ -206,19 +221,4 @@ async def test_nats_server_frozen_and_thawed_under_load(
             os.kill(server.process.pid, signal.SIGCONT)
         await expect_status(daemon, f"STATUS=serving on {server.url} (reconnected)")
 
-    try:
-        per_writer = 10 + 5 * freezes
-        ledger = await load_with_faults(daemon, server.url, per_writer, [freeze_and_thaw] * freezes)
-        assert await asyncio.to_thread(daemon.stop) == 0
-    finally:
-        server.stop()
-    assert_exactly_once(daemon, ledger, WRITERS * per_writer)
-    verdict = await check_store(daemon.db_path, acked=ledger.acked)
-    figures.update(
-        rounds=freezes,
-        operations=ledger.sent,
-        acknowledged=verdict.acknowledged,
-        losses=0,
-        duplicates=0,
-        unavailable=ledger.unavailable,
-    )
+    await survive(daemon, server.url, [freeze_and_thaw] * freezes, server.stop, figures)
