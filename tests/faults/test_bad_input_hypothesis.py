@@ -19,7 +19,7 @@ from daemon.serving import Daemons
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .test_bad_input import (
+from .bad_input import (
     CONTENT_TYPE,
     ENCODINGS,
     MSG_ID,
