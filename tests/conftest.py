@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import closing
+from contextlib import asynccontextmanager, closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -113,19 +113,26 @@ def nats_server() -> Iterator[NatsServer]:
     server.stop()
 
 
-@pytest.fixture
-async def served(manager: CheckpointManager, nats_server: NatsServer) -> AsyncIterator[str]:
-    """``manager`` served on NATS under a subject prefix of its own; yields the prefix.
-
-    The prefix keeps tests that share the session's nats-server apart.
-    """
+@asynccontextmanager
+async def serving(manager: CheckpointManager, url: str) -> AsyncIterator[str]:
+    """``manager`` served on the nats-server at ``url`` under a subject prefix of its own (so
+    tests sharing a server stay apart); yields the prefix."""
     prefix = f"t{uuid.uuid4().hex[:12]}.checkpoint"
-    nc = await nats.connect(nats_server.url)
+    nc = await nats.connect(url)
     service = CheckpointService(manager, nc, prefix=prefix, queue_group=prefix.replace(".", "-"))
     await service.start()
-    yield prefix
-    await service.stop()
-    await nc.close()
+    try:
+        yield prefix
+    finally:
+        await service.stop()
+        await nc.close()
+
+
+@pytest.fixture
+async def served(manager: CheckpointManager, nats_server: NatsServer) -> AsyncIterator[str]:
+    """``manager`` served on the session's nats-server; yields the subject prefix."""
+    async with serving(manager, nats_server.url) as prefix:
+        yield prefix
 
 
 @pytest.fixture

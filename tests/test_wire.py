@@ -23,6 +23,7 @@ import nats
 import nats.errors
 import pytest
 from conftest import FakeClock, OpenManager
+from contract import CONTENT_TYPE, ERROR, ERROR_CODE, JSON, MSG_ID, MSGPACK
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -31,13 +32,6 @@ from natsserver import NatsServer, start_nats_server, subscribed
 from checkpointd import CheckpointManager, __version__
 from checkpointd.daemon import endpoints
 from checkpointd.daemon.service import CheckpointService
-
-JSON = "application/json"
-MSGPACK = "application/msgpack"
-CONTENT_TYPE = "Content-Type"
-MSG_ID = "Nats-Msg-Id"
-ERROR = "Nats-Service-Error"
-ERROR_CODE = "Nats-Service-Error-Code"
 
 VERBS = (
     "create",

@@ -18,25 +18,27 @@ import msgpack
 import nats
 import nats.errors
 import pytest
+from conftest import serving
+from contract import (
+    CHUNK,
+    CONTENT_TYPE,
+    DOWNLOAD,
+    DOWNLOAD_CHUNKS,
+    DOWNLOAD_SHA256,
+    DOWNLOAD_SIZE,
+    ERROR_CODE,
+    JSON,
+    MSGPACK,
+    UPLOAD,
+)
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from natsserver import NatsServer, start_nats_server, subscribed
 
 from checkpointd import CheckpointClient, CheckpointManager
-from checkpointd.daemon.service import CheckpointService
 
 MAX_PAYLOAD = 64 * 1024
-JSON = "application/json"
-MSGPACK = "application/msgpack"
-CONTENT_TYPE = "Content-Type"
-ERROR_CODE = "Nats-Service-Error-Code"
-UPLOAD = "Checkpointd-Upload"
-CHUNK = "Checkpointd-Chunk"
-DOWNLOAD = "Checkpointd-Download"
-DOWNLOAD_SIZE = "Checkpointd-Download-Size"
-DOWNLOAD_CHUNKS = "Checkpointd-Download-Chunks"
-DOWNLOAD_SHA256 = "Checkpointd-Download-Sha256"
 DEADLINE = 10.0
 
 
@@ -92,13 +94,8 @@ def small_server() -> Iterator[NatsServer]:
 @pytest.fixture
 async def small(manager: CheckpointManager, small_server: NatsServer) -> AsyncIterator[str]:
     """``manager`` served on the small server; yields the subject prefix."""
-    prefix = f"t{uuid.uuid4().hex[:12]}.checkpoint"
-    nc = await nats.connect(small_server.url)
-    service = CheckpointService(manager, nc, prefix=prefix, queue_group=prefix.replace(".", "-"))
-    await service.start()
-    yield prefix
-    await service.stop()
-    await nc.close()
+    async with serving(manager, small_server.url) as prefix:
+        yield prefix
 
 
 @pytest.fixture

@@ -26,21 +26,13 @@ import msgpack
 import nats
 import nats.errors
 from conftest import TEST_KEY
+from contract import CHUNK, CONTENT_TYPE, DOWNLOAD, ERROR, ERROR_CODE, JSON, MSG_ID, MSGPACK, UPLOAD
 from daemon.serving import Daemon
 from nats.aio.client import Client
 
 from .oracle import check_store
 
-JSON = "application/json"
-MSGPACK = "application/msgpack"
 ENCODINGS = (JSON, MSGPACK)
-CONTENT_TYPE = "Content-Type"
-MSG_ID = "Nats-Msg-Id"
-ERROR = "Nats-Service-Error"
-ERROR_CODE = "Nats-Service-Error-Code"
-UPLOAD = "Checkpointd-Upload"
-CHUNK = "Checkpointd-Chunk"
-DOWNLOAD = "Checkpointd-Download"
 
 MAX_PAYLOAD = 64 * 1024  # the private nats-server's limit, headers counted
 MAX_CHECKPOINT = 60 * 1024  # the daemon's max_checkpoint_size: less than MAX_PAYLOAD

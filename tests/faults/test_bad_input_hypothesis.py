@@ -15,15 +15,13 @@ from typing import Any
 import msgpack
 import nats
 import pytest
+from contract import CONTENT_TYPE, MSG_ID, MSGPACK
 from daemon.serving import Daemons
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .bad_input import (
-    CONTENT_TYPE,
     ENCODINGS,
-    MSG_ID,
-    MSGPACK,
     SETTINGS,
     Case,
     Ledger,

@@ -157,12 +157,13 @@ def whole(trace: dict[str, int], present: bool) -> None:
 # -- the write points ---------------------------------------------------------------------------
 
 
-async def test_after_append_before_commit_leaves_the_create_out_and_its_retry_makes_it(
-    daemons: Daemons, figures: dict[str, Any]
-) -> None:
-    """Killed with the create's rows written but not committed: nothing of it survives; the
-    retry with its key creates it, once."""
-    daemon = start(daemons, "after-append-before-commit@3")
+async def third_create_crashed(
+    daemons: Daemons, point: str
+) -> tuple[Daemon, str, dict[str, Any], dict[str, str]]:
+    """Two creates acknowledged, then a third, sent with its key, during which the daemon dies
+    at ``point`` without replying; the oracle on what is left. Returns the dead daemon, the
+    third's key and request, and the acknowledged ``{id: checksum}``."""
+    daemon = start(daemons, f"{point}@3")
     key, request = uuid.uuid4().hex, body("third")
     async with client_of(daemon) as client:
         acked = [await client.create(body(name)) for name in ("first", "second")]
@@ -170,9 +171,17 @@ async def test_after_append_before_commit_leaves_the_create_out_and_its_retry_ma
             daemon, client.create(request, idempotency_key=key), answered=False
         )
     assert lost is None
-
     before = {c.id: c.checksum for c in acked}
     await check_store(daemon.db_path, acked=before)
+    return daemon, key, request, before
+
+
+async def test_after_append_before_commit_leaves_the_create_out_and_its_retry_makes_it(
+    daemons: Daemons, figures: dict[str, Any]
+) -> None:
+    """Killed with the create's rows written but not committed: nothing of it survives; the
+    retry with its key creates it, once."""
+    daemon, key, request, before = await third_create_crashed(daemons, "after-append-before-commit")
     whole(footprint(daemon.db_path, "third", key), present=False)
     assert counts(daemon.db_path) == (2, 2, 2)  # the before-state
 
@@ -186,17 +195,7 @@ async def test_after_commit_before_reply_keeps_the_create_and_its_retry_answers_
 ) -> None:
     """Killed after COMMIT, before anyone was told: the create is wholly there; the retry
     with its key answers with that checkpoint and creates nothing."""
-    daemon = start(daemons, "after-commit-before-reply@3")
-    key, request = uuid.uuid4().hex, body("third")
-    async with client_of(daemon) as client:
-        acked = [await client.create(body(name)) for name in ("first", "second")]
-        lost = await crash_during(
-            daemon, client.create(request, idempotency_key=key), answered=False
-        )
-    assert lost is None
-
-    before = {c.id: c.checksum for c in acked}
-    await check_store(daemon.db_path, acked=before)
+    daemon, key, request, before = await third_create_crashed(daemons, "after-commit-before-reply")
     whole(footprint(daemon.db_path, "third", key), present=True)
     assert counts(daemon.db_path) == (3, 3, 3)  # the after-state
     with closing(sqlite3.connect(daemon.db_path)) as conn:

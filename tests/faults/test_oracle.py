@@ -77,10 +77,3 @@ def _triggers(db_path: Path, table: str) -> list[str]:
             "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", (table,)
         )
         return [row[0] for row in rows]
-
-
-async def test_figures_are_reported(tmp_path: Path, figures: dict[str, object]) -> None:
-    db_path = tmp_path / "cp.db"
-    acked = await populate(db_path)
-    verdict = await check_store(db_path, acked=acked, encryption_key=TEST_KEY)
-    figures.update(rounds=1, operations=7, acknowledged=verdict.acknowledged, losses=0)

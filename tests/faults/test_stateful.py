@@ -18,16 +18,15 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-import uuid
 from collections.abc import Coroutine, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-import nats
 import pytest
-from conftest import FakeClock
+from conftest import FakeClock, serving
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -43,7 +42,6 @@ from hypothesis.stateful import (
 from natsserver import NatsServer
 
 from checkpointd import CheckpointClient, CheckpointManager
-from checkpointd.daemon.service import CheckpointService
 from checkpointd.errors import ConflictError, NotFoundError
 from checkpointd.snapshots import canonical_encode, checksum
 
@@ -167,7 +165,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.db_path = self.directory / "cp.db"
         self.clock = FakeClock()
         self.model = Model()
-        self.closers: list[Any] = []
+        self.stack = AsyncExitStack()
         self.api: Any = self.runner.run(self.open())
         self.figures["examples"] = self.figures.get("examples", 0) + 1
 
@@ -178,25 +176,16 @@ class StoreMachine(RuleBasedStateMachine):
 
     async def open(self) -> Any:
         manager = CheckpointManager(database_path=str(self.db_path), clock=self.clock)
-        await manager.open()
-        self.closers.append(manager.close)
+        await self.stack.enter_async_context(manager)
         if self.target == "manager":
             return manager
-        prefix = f"t{uuid.uuid4().hex[:12]}.checkpoint"
-        nc = await nats.connect(self.nats_url)
-        self.closers.append(nc.close)
-        service = CheckpointService(manager, nc, prefix=prefix, queue_group=prefix)
-        await service.start()
-        self.closers.append(service.stop)
+        prefix = await self.stack.enter_async_context(serving(manager, self.nats_url))
         client = CheckpointClient(self.nats_url, prefix=prefix, request_timeout=30)
-        await client.open()
-        self.closers.append(client.close)
-        return client
+        return await self.stack.enter_async_context(client)
 
     def teardown(self) -> None:
         try:
-            for close in reversed(self.closers):
-                self.runner.run(close())
+            self.runner.run(self.stack.aclose())
             acked = {i: s.checksum for i, s in self.model.live.items()}
             deleted = self.model.deleted
             verdict = self.runner.run(check_store(self.db_path, acked=acked, deleted=deleted))
