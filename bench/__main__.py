@@ -19,7 +19,7 @@ from typing import Any
 from bench.datasets import Datasets
 from bench.report import Listing, Table, machine
 from bench.scale import SCALES
-from bench.workloads import alone, big, create, nats, reads, replay, storage
+from bench.workloads import alone, big, create, nats, reads, refusals, replay, storage
 
 Workload = Callable[[Datasets], Awaitable[Sequence[Table | Listing]]]
 WORKLOADS: dict[str, Workload] = {
@@ -30,6 +30,7 @@ WORKLOADS: dict[str, Workload] = {
     "alone": alone.run,
     "big": big.run,
     "storage": storage.run,
+    "refusals": refusals.run,
 }
 
 

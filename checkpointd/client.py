@@ -36,14 +36,34 @@ from checkpointd.errors import (
     UnavailableError,
 )
 from checkpointd.manager import list_options
-from checkpointd.models import Checkpoint, History, Lineage, Notification, Page, VerifyResult
+from checkpointd.models import (
+    Checkpoint,
+    Event,
+    History,
+    Lineage,
+    Notification,
+    Page,
+    VerifyResult,
+)
+from checkpointd.paging import walk_history, walk_list
+from checkpointd.reads.lineage import MAX_LINEAGE
 from checkpointd.requests import batch_items, request_mapping, wire_keys
-from checkpointd.results import Diff, RestoreResult, Stats, ValidationReport
+from checkpointd.results import (
+    Diff,
+    RestoreResult,
+    SessionPage,
+    SessionState,
+    Stats,
+    ValidationReport,
+)
 from checkpointd.snapshots import canonical_encode
 from checkpointd.transport import barrier, connect
 
 _HEADROOM = 1024  # bytes of a chunk message left for its headers
 _LONG = 600.0  # seconds a rebuild or verify of a large log may take
+# Uploads this client has in progress at once: fewer than the daemon allows one connection
+# (max_uploads_per_connection, 16 by default), so concurrent big requests wait here instead.
+_UPLOADS_AT_ONCE = 8
 
 
 class CheckpointClient:
@@ -99,6 +119,7 @@ class CheckpointClient:
         self._nc = nc
         self._owns_nc = nc is None
         self._open = nc is not None
+        self._uploading = asyncio.Semaphore(_UPLOADS_AT_ONCE)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -268,6 +289,18 @@ class CheckpointClient:
         """As ``CheckpointManager.get_checkpoints_by_feature``."""
         return await self._list({"feature": feature}, options, kwargs)
 
+    def iter_checkpoints_by_session(
+        self, session_id: str, options: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> AsyncIterator[Checkpoint]:
+        """As ``CheckpointManager.iter_checkpoints_by_session``: one request per page."""
+        return walk_list(self.get_checkpoints_by_session, session_id, options, kwargs)
+
+    def iter_checkpoints_by_feature(
+        self, feature: str, options: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> AsyncIterator[Checkpoint]:
+        """As ``CheckpointManager.iter_checkpoints_by_feature``: one request per page."""
+        return walk_list(self.get_checkpoints_by_feature, feature, options, kwargs)
+
     async def _list(
         self, body: dict[str, Any], options: Mapping[str, Any] | None, kwargs: dict[str, Any]
     ) -> Page:
@@ -286,6 +319,12 @@ class CheckpointClient:
         """As ``CheckpointManager.history``."""
         data = request_mapping(request, kwargs, "history")
         return History.from_wire(await self._call("history", data))
+
+    def iter_history(
+        self, request: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> AsyncIterator[Event]:
+        """As ``CheckpointManager.iter_history``: one request per page."""
+        return walk_history(self.history, request, kwargs)
 
     async def health(self) -> int:
         """As ``CheckpointManager.health``: the log's last seq once the daemon's store answered."""
@@ -332,9 +371,21 @@ class CheckpointClient:
         """As ``CheckpointManager.diff_checkpoints``."""
         return Diff.from_wire(await self._call("diff", {"from": before_id, "to": after_id}))
 
-    async def get_lineage(self, checkpoint_id: str) -> Lineage:
+    async def get_lineage(
+        self, checkpoint_id: str, *, limit: int = MAX_LINEAGE, offset: int = 0
+    ) -> Lineage:
         """As ``CheckpointManager.get_lineage``."""
-        return Lineage.from_wire(await self._call("lineage", {"id": checkpoint_id}))
+        body = {"id": checkpoint_id, "limit": limit, "offset": offset}
+        return Lineage.from_wire(await self._call("lineage", body))
+
+    async def get_session_state(self, session_id: str) -> SessionState:
+        """As ``CheckpointManager.get_session_state``."""
+        return SessionState.from_wire(await self._call("session_state", {"sessionId": session_id}))
+
+    async def get_sessions(self, *, page: int = 1, page_size: int = 100) -> SessionPage:
+        """As ``CheckpointManager.get_sessions``."""
+        body = {"pagination": {"page": page, "pageSize": page_size}}
+        return SessionPage.from_wire(await self._call("sessions", body))
 
     # -- notifications -------------------------------------------------------------------
 
@@ -405,10 +456,13 @@ class CheckpointClient:
     ) -> Any:
         limit = nc.max_payload
         if len(payload) + wire.header_size(headers) > limit:
-            upload = uuid.uuid4().hex
-            await self._upload(nc, upload, payload, limit)
-            headers, payload = {**headers, wire.UPLOAD: upload}, b""
-        reply = await nc.request(subject, payload, timeout=wait, headers=headers)
+            async with self._uploading:  # the upload is in progress until its request arrives
+                upload = uuid.uuid4().hex
+                await self._upload(nc, upload, payload, limit)
+                headers = {**headers, wire.UPLOAD: upload}
+                reply = await nc.request(subject, b"", timeout=wait, headers=headers)
+        else:
+            reply = await nc.request(subject, payload, timeout=wait, headers=headers)
         reply_headers = reply.headers or {}
         data = reply.data
         if wire.DOWNLOAD in reply_headers:

@@ -91,6 +91,8 @@ class Restore:
 
     ``expected_session_seq`` is the session's ``last_seq`` when its current state was read; the
     restore is refused if the session moved on since (None: the caller gave the state).
+    ``conflicts`` are whole (for the notification); the event keeps their paths, and
+    ``details`` (the conflicts and warnings, sealed like the state) their values.
     """
 
     checkpoint_id: str
@@ -104,6 +106,7 @@ class Restore:
     context: Context = Context()
     notify: bool = True
     merged_state: Mapping[str, Any] = field(default_factory=dict)  # for the notification
+    details: EncodedSnapshot | None = None  # None: no conflicts and no warnings
 
 
 @dataclass(frozen=True, slots=True)

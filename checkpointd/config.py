@@ -1,6 +1,8 @@
-"""Settings of the engine, named as the seed's configuration in snake_case.
+"""Settings of the engine, named as the original Checkpoint API's configuration, in snake_case.
 
-Durations are seconds (the seed's ``cleanupInterval``/``metricsInterval`` were milliseconds).
+Durations are seconds (the original ``cleanupInterval``/``metricsInterval`` were milliseconds).
+``Config.from_seed`` takes the original API's configuration mapping as it is: camelCase names,
+durations in milliseconds.
 """
 
 from __future__ import annotations
@@ -78,6 +80,38 @@ class Config:
             data["encryption_old_keys"] = tuple(data["encryption_old_keys"])
         return cls(**data)
 
+    @classmethod
+    def from_seed(cls, values: Mapping[str, Any]) -> Config:
+        """A Config from the original API's configuration mapping (``{"databasePath": ..., ...}``).
+
+        Names are camelCase (``enableFTS`` as the original spells it, or ``enableFts``) and the
+        durations ``cleanupInterval``, ``metricsInterval`` and ``idempotencyWindow`` are in
+        milliseconds, as in the original (``cleanupInterval: 86400000`` is a day). A snake_case
+        name is taken as the keyword argument is, durations in seconds.
+
+        Raises:
+            ConfigError: an unknown name, a setting given under both names, or a bad value;
+                the message names the key as it was given.
+        """
+        if not isinstance(values, Mapping):
+            raise ConfigError("config", type(values).__name__, "expected a mapping of settings")
+        known = {f.name for f in fields(cls)}
+        settings: dict[str, Any] = {}
+        given_as: dict[str, str] = {}
+        for key, value in values.items():
+            name = _SEED_NAMES.get(key, key)
+            if not isinstance(key, str) or name not in known:
+                raise ConfigError(str(key), value, "unknown setting")
+            if name in given_as:
+                raise ConfigError(str(key), value, f"given twice (also as {given_as[name]!r})")
+            given_as[name] = key
+            settings[name] = _seconds(key, value) if key in _MILLISECONDS else value
+        try:
+            return cls.from_mapping(settings)
+        except ConfigError as exc:
+            key = given_as.get(exc.key, exc.key)
+            raise ConfigError(key, values.get(key), exc.reason) from None
+
     def encryption_secret(self, environ: Mapping[str, str] | None = None) -> str | None:
         """The active key: the setting, else ``CHECKPOINTD_ENCRYPTION_KEY``, else the key file.
 
@@ -100,6 +134,23 @@ class Config:
         if not secret:
             raise ConfigError("encryption_key_file", self.encryption_key_file, "key file is empty")
         return secret
+
+
+def _camel(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+# The seed's configuration names: every setting in camelCase, and ``enableFTS`` as it spells it.
+_SEED_NAMES = {_camel(f.name): f.name for f in fields(Config)} | {"enableFTS": "enable_fts"}
+_MILLISECONDS = frozenset({"cleanupInterval", "metricsInterval", "idempotencyWindow"})
+
+
+def _seconds(key: str, value: Any) -> Any:
+    """A duration given in milliseconds, in seconds (the setting checks anything else)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(key, value, "must be a number of milliseconds")
+    return value / 1000
 
 
 _TYPES: dict[str, tuple[type, ...]] = {

@@ -99,8 +99,9 @@ class TooLargeError(CheckpointError):
     code = "too_large"
     status = 413
 
-    def __init__(self, what: str, size: int, limit: int) -> None:
-        super().__init__(f"{what} is {size} bytes, over the limit of {limit} bytes")
+    def __init__(self, what: str, size: int, limit: int, *, hint: str | None = None) -> None:
+        message = f"{what} is {size} bytes, over the limit of {limit} bytes"
+        super().__init__(message if hint is None else f"{message}: {hint}")
         self.size = size
         self.limit = limit
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from checkpointd import commands as cmd
 from checkpointd import faults
+from checkpointd.chains import settle_depth
 from checkpointd.clock import Clock, format_timestamp
 from checkpointd.config import Config
 from checkpointd.errors import (
@@ -30,6 +31,7 @@ from checkpointd.errors import (
     NotFoundError,
 )
 from checkpointd.events import store
+from checkpointd.events.signing import ChainKeys, HeadSigner
 from checkpointd.events.types import EventRecord, EventType, seal
 from checkpointd.idempotency import (
     RENDER_FROM_EVENT,
@@ -40,7 +42,7 @@ from checkpointd.idempotency import (
 )
 from checkpointd.ids import new_id
 from checkpointd.models import Checkpoint
-from checkpointd.projections import Projector, checkpoints
+from checkpointd.projections import Projector, checkpoints, sessions
 from checkpointd.projections.checkpoints import Row
 from checkpointd.requests import CreateRequest, UpdateRequest
 from checkpointd.rows import checkpoint_from_row, created_wire
@@ -96,6 +98,18 @@ class CommandHandler:
         self._clock = clock
         self._appended: list[EventRecord] = []
         self.seq, self.head_hash = store.head(conn)
+        self._signer = HeadSigner.open(conn, ChainKeys.from_keyring(codec.keyring), clock)
+
+    def sign_head(self) -> None:
+        """Record a signed chain head if one is due; outside a transaction (events.signing)."""
+        if self._signer is not None:
+            self._signer.step(self.conn, self.seq, self.head_hash)
+
+    def close(self) -> None:
+        """Sign the chain head (when keyed and not yet signed), then close the connection."""
+        if self._signer is not None:
+            self._signer.step(self.conn, self.seq, self.head_hash, closing=True)
+        self.conn.close()
 
     def reload_head(self) -> None:
         """Re-read the chain head after a rolled-back transaction."""
@@ -217,6 +231,10 @@ class CommandHandler:
         for what, parent in links:
             if parent is not None and not self._exists_in_log(parent):
                 raise NotFoundError(what, parent)
+        if request.checkpoint_id is not None and self._exists_in_log(checkpoint_id):
+            # The log, not the view: a deleted or expired checkpoint's id is never reused.
+            raise ConflictError(f"checkpoint id {checkpoint_id!r} exists or existed")
+        request = replace(request, metadata=settle_depth(self.conn, request.metadata))
         now = _utc(self._clock.now())
         at = format_timestamp(now)
         if request.timestamp is None:
@@ -313,6 +331,7 @@ class CommandHandler:
             parent = request.metadata.get("parentCheckpoint")
             if isinstance(parent, str) and not self._exists_in_log(parent):
                 raise NotFoundError("parent checkpoint", parent)
+            request = replace(request, metadata=settle_depth(self.conn, request.metadata))
         data = {"changes": _changes(request)}
         data_bytes = canonical_encode(data)
         event = self._append(
@@ -349,7 +368,12 @@ class CommandHandler:
             context=context,
             data=canonical_encode(data),
         )
-        self.conn.execute("DELETE FROM blobs WHERE seq = ?", (before["seq"],))
+        # The checkpoint's snapshot, and every restored state that holds its values.
+        self.conn.execute(
+            "DELETE FROM blobs WHERE seq = ?"
+            " OR seq IN (SELECT seq FROM restore_sources WHERE checkpoint_id = ?)",
+            (before["seq"], checkpoint_id),
+        )
         self.projector.apply(self.conn, event, data, before)
         return True
 
@@ -373,12 +397,15 @@ class CommandHandler:
             if (0 if row is None else row[0]) != command.expected_session_seq:
                 raise ConflictError(f"session {target!r} changed while restoring; retry")
         self._load(command.checkpoint_id)  # it may have been deleted since it was read
+        sources = {command.checkpoint_id}
+        if command.expected_session_seq is not None:  # merged with the session's own state
+            sources |= sessions.sources_of(self.conn, target)
         backup = None if command.backup is None else self._prepare_create(command.backup)
         stream = f"session:{target}"
         version = self.conn.execute(
             "SELECT coalesce(max(version), 0) + 1 FROM events WHERE stream = ?", (stream,)
         ).fetchone()[0]
-        state = command.state
+        state, details = command.state, command.details
         data = {
             "checkpointId": command.checkpoint_id,
             "sessionId": target,
@@ -389,7 +416,14 @@ class CommandHandler:
             "storedSize": state.stored_size,
             "compression": state.compression.value,
             "encrypted": state.encrypted,
-            "conflicts": list(command.conflicts),
+            # Paths only: the values are in ``details``, which delete and expiry remove.
+            "conflicts": [
+                {"path": c["path"], "resolution": c["resolution"]} for c in command.conflicts
+            ],
+            "details": None
+            if details is None
+            else {"checksum": details.checksum, "size": details.size},
+            "sources": sorted(sources),
             "backupCheckpointId": None if backup is None else backup.checkpoint_id,
         }
         data_bytes = canonical_encode(data)
@@ -404,7 +438,10 @@ class CommandHandler:
             context=command.context,
             data=data_bytes,
         )
-        self.conn.execute("INSERT INTO blobs (seq, data) VALUES (?, ?)", (event.seq, state.blob))
+        self.conn.execute(
+            "INSERT INTO blobs (seq, data, details) VALUES (?, ?, ?)",
+            (event.seq, state.blob, None if details is None else details.blob),
+        )
         self.projector.apply(self.conn, event, data)
         return cmd.Restored(event.seq, None if backup is None else backup.checkpoint_id)
 
@@ -427,12 +464,21 @@ def _final(command: cmd.Command, value: object) -> bool:
 
 
 def seal_snapshot(codec: SnapshotCodec, config: Config, request: CreateRequest) -> cmd.Sealed:
-    """Encode a create's snapshot under a new checkpoint id and check the client's claims.
+    """Encode a create's snapshot under its checkpoint id (the client's, else a new one) and
+    check the client's claims.
 
     Pure CPU work; the caller runs it before queueing the command (off the event loop when
-    the snapshot is big). Raises TooLargeError, InvalidRequestError, IntegrityError.
+    the snapshot is big). Raises TooLargeError, IntegrityError, and InvalidRequestError (also
+    for ``encrypted: false`` while ``enable_encryption`` is on).
     """
-    checkpoint_id = new_id()
+    if config.enable_encryption and request.encrypted is False:
+        # Refused rather than ignored: a caller asking for plaintext must not be told "done"
+        # while it is stored otherwise, nor get plaintext from a store that promises none.
+        raise InvalidRequestError(
+            "this store encrypts every snapshot (enable_encryption is on); leave encrypted out",
+            field="encrypted",
+        )
+    checkpoint_id = request.checkpoint_id or new_id()
     compress = config.enable_compression if request.compressed is None else request.compressed
     encrypt = config.enable_encryption if request.encrypted is None else request.encrypted
     encoded = codec.encode(checkpoint_id, request.snapshot, compress=compress, encrypt=encrypt)

@@ -6,9 +6,10 @@ effect and the key are durable, or neither. The writer looks the key up before r
 command, inside the same transaction, so concurrent duplicates (even in one group) run once.
 
 A create's reply is not stored: a retry renders it again from the create event the key points
-to, which holds every field of it. Other replies are stored without snapshot or state content
-(those can be large, and encrypted at rest elsewhere). The caller re-attaches them: a create's
-snapshot from the identical request, a restore's state from the blob its event stored.
+to, which holds every field of it. Other replies are stored without snapshot or state values
+(those can be large, are encrypted at rest elsewhere, and must go when a delete removes them).
+The caller re-attaches them: a create's snapshot from the identical request, a restore's state,
+conflicts and warnings from the blob row its event stored (``checkpointd.restore_details``).
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import timedelta
@@ -25,6 +26,7 @@ from checkpointd import commands as cmd
 from checkpointd import faults
 from checkpointd.clock import Clock, SystemClock
 from checkpointd.config import Config
+from checkpointd.daemon.metrics import MetricsCollector, RequestMetrics
 from checkpointd.engine import open_write_side
 from checkpointd.errors import (
     ConfigError,
@@ -33,58 +35,97 @@ from checkpointd.errors import (
     NotFoundError,
     UnavailableError,
 )
+from checkpointd.events.signing import ChainKeys
 from checkpointd.events.verify import verify_file
 from checkpointd.handlers import CommandHandler, seal_snapshot
-from checkpointd.idempotency import Replayed, keyed
+from checkpointd.idempotency import Idempotency, Render, Replayed, keyed
+from checkpointd.loops import Background
 from checkpointd.merge import diff_states
-from checkpointd.models import Checkpoint, History, Lineage, Page, VerifyResult
+from checkpointd.models import Checkpoint, Event, History, Lineage, Page, VerifyResult
+from checkpointd.paging import walk_history, walk_list
 from checkpointd.projections.replay import rebuild
 from checkpointd.reads.checkpoints import DEFAULT_PAGE_SIZE, ReadModel
+from checkpointd.reads.lineage import MAX_LINEAGE
 from checkpointd.reads.search import SearchRequest
+from checkpointd.reads.sessions import read_session_state, read_sessions
 from checkpointd.reads.stats import read_stats
-from checkpointd.reads.validate import failed_report, validate_stored
+from checkpointd.reads.validate import create_event, failed_report, validate_stored
 from checkpointd.requests import (
     CreateRequest,
     UpdateRequest,
     batch_items,
+    distinct_ids,
     request_mapping,
     text,
     wire_keys,
 )
 from checkpointd.restore import RestoreRequest, restore
-from checkpointd.results import Diff, RestoreResult, Stats, ValidationReport
+from checkpointd.restore_details import replayed
+from checkpointd.results import (
+    Diff,
+    RestoreResult,
+    SessionPage,
+    SessionState,
+    Stats,
+    ValidationReport,
+)
+from checkpointd.sizing import looks_big
 from checkpointd.snapshots import SnapshotCodec
 from checkpointd.storage.lock import WriterLock
 from checkpointd.storage.readers import ReaderPool
 from checkpointd.storage.writer import CommitListener, Committed, GroupCommitWriter
+from checkpointd.subscriptions import LocalNotificationStream
 
 log = structlog.get_logger("checkpointd")
 
-_BIG_VALUE = 64 * 1024
-_BIG_CONTAINER = 2000
 _LIST_OPTIONS = frozenset({"where", "params", "orderBy", "pagination", "includeSnapshot"})
 _HISTORY_OPTIONS = frozenset({"checkpointId", "sessionId", "afterSeq", "limit"})
+_EVER_CREATED = "SELECT 1 FROM events WHERE stream = ? AND version = 1"
 
 
 class CheckpointManager:
     """The checkpoint store, embedded. Use ``async with`` or ``open()``/``close()``.
 
-    Settings are keyword arguments named as the seed's configuration in snake_case, or a
-    ``Config``. Every method that takes a request accepts keyword arguments (snake_case) or one
-    mapping in the wire shape (camelCase).
+    Settings are keyword arguments named as the original Checkpoint API's configuration in
+    snake_case (durations in seconds), a ``Config``, or that configuration mapping as it is
+    (camelCase, durations in milliseconds: ``CheckpointManager({"databasePath": "cp.db"})``).
+    Every method that takes a request accepts keyword arguments (snake_case) or one mapping in
+    the wire shape (camelCase).
+
+    While open it runs its background loops: with ``auto_cleanup`` (the default)
+    ``cleanup_once()`` every ``cleanup_interval`` seconds, the first one interval after opening
+    (``cleanup_loop=False`` leaves that to the caller, as the daemon does); with
+    ``enable_metrics`` and an ``on_metrics`` callback, ``publish_metrics_once()`` every
+    ``metrics_interval`` seconds. ``close()`` cancels them.
+
+    Raises:
+        ConfigError: an unknown setting or a bad value (at construction, naming the key).
     """
 
     def __init__(
         self,
-        config: Config | None = None,
+        config: Config | Mapping[str, Any] | None = None,
         *,
         clock: Clock | None = None,
         on_commit: CommitListener | None = None,
+        on_metrics: Callable[[dict[str, Any]], object] | None = None,
+        cleanup_loop: bool = True,
         **settings: Any,
     ) -> None:
         if config is not None and settings:
             raise ConfigError("settings", sorted(settings), "pass a Config or settings, not both")
-        self.config = config if config is not None else Config.from_mapping(settings)
+        if config is None:
+            config = Config.from_mapping(settings)
+        elif not isinstance(config, Config):
+            config = Config.from_seed(config)  # the seed's mapping: camelCase, milliseconds
+        if on_metrics is not None and not config.enable_metrics:
+            raise ConfigError("enable_metrics", False, "on_metrics is given: set it to true")
+        self.config = config
+        self._on_metrics = on_metrics
+        self._cleanup_loop = cleanup_loop
+        self._background = Background()
+        self._collector: MetricsCollector | None = None
+        self._streams: set[LocalNotificationStream] = set()
         self._clock: Clock = clock or SystemClock()
         self._listeners: list[CommitListener] = [] if on_commit is None else [on_commit]
         self._stack: AsyncExitStack | None = None
@@ -130,11 +171,26 @@ class CheckpointManager:
         self._codec = writer.handler.codec
         self._writer = writer
         self._reads = ReadModel(
-            readers, self._codec, verify_checksums=self.config.enable_validation
+            readers,
+            self._codec,
+            verify_checksums=self.config.enable_validation,
+            max_page_snapshots=self.config.max_checkpoint_size,
         )
+        self._collector = MetricsCollector(self, RequestMetrics())
+        # Pushed last, so unwound first: the loops stop and subscribers end before the writer.
+        stack.callback(self._end_streams)
+        stack.push_async_callback(self._background.stop)
         self._stack = stack
         self._opened = True
+        self._start_loops()
         return self
+
+    def _start_loops(self) -> None:
+        config = self.config
+        if config.auto_cleanup and self._cleanup_loop:
+            self._background.every(config.cleanup_interval, self.cleanup_once, "cleanup")
+        if config.enable_metrics and self._on_metrics is not None:
+            self._background.every(config.metrics_interval, self.publish_metrics_once, "metrics")
 
     async def close(self) -> None:
         """Finish queued commands, then close readers and the writer. Idempotent."""
@@ -163,6 +219,7 @@ class CheckpointManager:
             ResourceWarning,
             stacklevel=1,
         )
+        self._background.abandon()
         if self._writer is not None:
             self._writer.abandon()
         if self._lock is not None:
@@ -175,6 +232,58 @@ class CheckpointManager:
         """
         self._listeners.append(listener)
         return functools.partial(self._listeners.remove, listener)
+
+    def notifications(
+        self, event_type: str = "*", session_id: str | None = None
+    ) -> LocalNotificationStream:
+        """Notifications as the daemon publishes them, in-process: ``async with
+        manager.notifications("restored", "s-1") as stream: async for n in stream: ...``.
+
+        The same API and ``Notification`` values as ``CheckpointClient.notifications``:
+        ``event_type`` is ``created``, ``updated``, ``deleted``, ``expired``, ``restored`` or
+        ``*``; ``session_id`` None means every session; a restore asked with ``notify=False``
+        sends none. The iteration ends when the manager closes. Raises InvalidRequestError for
+        an unknown type, UnavailableError on entering while the manager is not open.
+        """
+        return LocalNotificationStream(self._subscribe, event_type, session_id)
+
+    def _subscribe(self, stream: LocalNotificationStream) -> Callable[[], None]:
+        self._require()
+        self._listeners.append(stream.on_commit)
+        self._streams.add(stream)
+
+        def unsubscribe() -> None:
+            self._streams.discard(stream)
+            if stream.on_commit in self._listeners:
+                self._listeners.remove(stream.on_commit)
+
+        return unsubscribe
+
+    def _end_streams(self) -> None:
+        streams, self._streams = self._streams, set()
+        for stream in streams:
+            stream.end()
+
+    async def metrics(self) -> dict[str, Any]:
+        """The metrics document the daemon publishes on ``<prefix>.metrics``, for the interval
+        since the previous call (or since opening).
+
+        In-process no request passes through a service, so its ``requests`` figures stay 0.
+        Raises UnavailableError when the manager is not open.
+        """
+        self._require()
+        assert self._collector is not None
+        return await self._collector.collect()
+
+    async def publish_metrics_once(self) -> dict[str, Any]:
+        """One step of the metrics loop: ``metrics()``, handed to ``on_metrics`` (awaited when
+        it returns an awaitable). Returns the document."""
+        document = await self.metrics()
+        if self._on_metrics is not None:
+            result = self._on_metrics(document)
+            if inspect.isawaitable(result):
+                await result
+        return document
 
     def _require(self) -> tuple[GroupCommitWriter, ReadModel]:
         if self._writer is None or self._reads is None:
@@ -205,8 +314,9 @@ class CheckpointManager:
         writer, _ = self._require()
         data = request_mapping(request, fields, "create")
         req = CreateRequest.from_wire(data)
-        key = keyed(idempotency_key, "create", data, _checkpoint_reply)
-        item = await self._sealed_if_big(req)
+        big = looks_big(req.snapshot)
+        key = await _keyed(idempotency_key, "create", data, _checkpoint_reply, big=big)
+        (item,) = await self._sealed_if_big((req,), big=big)
         outcome = await writer.submit(cmd.Create(item, cmd.Context(req.created_by, None, key)))
         if isinstance(outcome.value, Replayed):
             return replace(Checkpoint.from_wire(outcome.value.reply), snapshot=req.snapshot)
@@ -220,8 +330,10 @@ class CheckpointManager:
         writer, _ = self._require()
         datas = [request_mapping(item, {}, "create") for item in batch_items(requests)]
         reqs = tuple(CreateRequest.from_wire(data) for data in datas)
-        key = keyed(idempotency_key, "create_batch", datas, _batch_reply)
-        items = tuple([await self._sealed_if_big(req) for req in reqs])
+        distinct_ids(reqs)
+        big = looks_big([req.snapshot for req in reqs])
+        key = await _keyed(idempotency_key, "create_batch", datas, _batch_reply, big=big)
+        items = await self._sealed_if_big(reqs, big=big)
         outcome = await writer.submit(cmd.CreateBatch(items, cmd.Context(idempotency=key)))
         if isinstance(outcome.value, Replayed):
             stored = outcome.value.reply["checkpoints"]
@@ -232,12 +344,19 @@ class CheckpointManager:
         assert isinstance(outcome.value, list)
         return outcome.value
 
-    async def _sealed_if_big(self, request: CreateRequest) -> CreateRequest | cmd.Sealed:
-        """A big snapshot is encoded now on a worker thread; a small one by the writer."""
-        assert self._codec is not None
-        if _looks_big(request.snapshot):
-            return await asyncio.to_thread(seal_snapshot, self._codec, self.config, request)
-        return request
+    async def _sealed_if_big(
+        self, requests: tuple[CreateRequest, ...], *, big: bool
+    ) -> tuple[CreateRequest | cmd.Sealed, ...]:
+        """Big snapshots are encoded now on a worker thread; small ones by the writer."""
+        codec = self._codec
+        assert codec is not None
+        if not big:
+            return requests
+
+        def seal_all() -> tuple[CreateRequest | cmd.Sealed, ...]:
+            return tuple(seal_snapshot(codec, self.config, request) for request in requests)
+
+        return await asyncio.to_thread(seal_all)
 
     async def update_checkpoint(
         self,
@@ -345,7 +464,7 @@ class CheckpointManager:
         """A page of the session's checkpoints (newest first by default).
 
         Keywords: ``where``, ``params``, ``order_by``, ``page``, ``page_size``,
-        ``include_snapshot`` (default False); or the seed's options mapping.
+        ``include_snapshot`` (default False); or the original API's options mapping.
         """
         return await self._list("session_id", text(session_id, "sessionId"), options, kwargs)
 
@@ -354,6 +473,23 @@ class CheckpointManager:
     ) -> Page:
         """A page of the checkpoints whose ``metadata.feature`` is ``feature``."""
         return await self._list("feature", text(feature, "feature"), options, kwargs)
+
+    def iter_checkpoints_by_session(
+        self, session_id: str, options: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> AsyncIterator[Checkpoint]:
+        """Every checkpoint of the session: ``async for cp in manager.iter_...(...)``.
+
+        Reads ``get_checkpoints_by_session`` page after page with the same options (``page`` is
+        where to start, ``page_size`` how many each read takes); see ``checkpointd.paging`` for
+        what a concurrent create or delete does to the walk.
+        """
+        return walk_list(self.get_checkpoints_by_session, session_id, options, kwargs)
+
+    def iter_checkpoints_by_feature(
+        self, feature: str, options: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> AsyncIterator[Checkpoint]:
+        """Every checkpoint of the feature, page after page (as ``iter_checkpoints_by_session``)."""
+        return walk_list(self.get_checkpoints_by_feature, feature, options, kwargs)
 
     async def _list(
         self, column: str, value: str, options: Mapping[str, Any] | None, kwargs: dict[str, Any]
@@ -376,6 +512,25 @@ class CheckpointManager:
             limit=data.get("limit", 100),
         )
 
+    def iter_history(
+        self, request: Mapping[str, Any] | None = None, /, **kwargs: Any
+    ) -> AsyncIterator[Event]:
+        """Every event from ``after_seq`` on, oldest first, following ``next`` page after page
+        (the options of ``history``; ``limit`` is how many each read takes)."""
+        return walk_history(self.history, request, kwargs)
+
+    async def store_id(self) -> str:
+        """The store's id: 32 hex digits chosen when its log was created, never changed.
+
+        The service advertises it (``store_id`` in ``$SRV.INFO``) so that two different stores
+        on one subject prefix are told apart. A copy of the database file has the same id.
+        Raises UnavailableError when the store is closed.
+        """
+        _, reads = self._require()
+        row = await reads.readers.fetchone("SELECT value FROM meta WHERE key = 'store_id'")
+        assert row is not None, "migration 5 writes the store id"
+        return str(row[0])
+
     async def health(self) -> int:
         """The log's last ``seq``, read by a reader once the writer thread is seen running.
 
@@ -391,13 +546,16 @@ class CheckpointManager:
         return 0 if row is None else int(row[0])
 
     async def verify_log(self, *, progress: Callable[[int], None] | None = None) -> VerifyResult:
-        """Re-hash the whole event log; ``ok`` is False at the first changed or missing event.
+        """Re-hash the whole event log and check it as ``checkpointd.events.verify`` says.
 
+        ``ok`` is False at the first changed or missing event, signed head that does not hold
+        (with an encryption key configured), or view row that differs from its create event.
         ``progress(events_so_far)`` is called every 10,000 events from a worker thread.
         """
-        self._require()
+        _, reads = self._require()
+        keys = ChainKeys.from_keyring(reads.codec.keyring)
         path = os.fspath(self.config.database_path)
-        return await asyncio.to_thread(verify_file, path, progress)
+        return await asyncio.to_thread(verify_file, path, progress, keys)
 
     async def search_checkpoints(
         self,
@@ -406,10 +564,12 @@ class CheckpointManager:
         /,
         **kwargs: Any,
     ) -> Page:
-        """Full-text search with filters: ``("milestone", 10)`` or the seed's advanced mapping.
+        """Full-text search with filters: ``("milestone", 10)`` or the original API's mapping.
 
         Keywords (instead of a mapping): ``query``, ``limit``, ``filters``, ``sorting``,
-        ``pagination``. Returns a Page with ``scores`` (higher is more relevant).
+        ``pagination``. Returns a Page with ``scores`` (higher is more relevant). An empty
+        query (or ``*``) lists by the filters; text without an indexable term (``:``) matches
+        nothing. Raises InvalidRequestError for a text search while ``enable_fts`` is off.
         """
         _, reads = self._require()
         if isinstance(query, str) or query is None:
@@ -422,7 +582,14 @@ class CheckpointManager:
             data = dict(request_mapping(query, kwargs, "search"))
             if limit is not None:
                 data["limit"] = limit
-        return await reads.search(SearchRequest.from_wire(data))
+        request = SearchRequest.from_wire(data)
+        if request.has_text and not self.config.enable_fts:
+            raise InvalidRequestError(
+                "full-text search is off (enable_fts = false); an empty query or '*' lists"
+                " by filters",
+                field="query",
+            )
+        return await reads.search(request)
 
     async def get_checkpoint_stats(self) -> Stats:
         """Totals and counts from the maintained projection (no scan)."""
@@ -439,7 +606,8 @@ class CheckpointManager:
             row, blob = await reads.stored(checkpoint_id)
         except IntegrityError as exc:  # its row or blob cannot even be read
             return failed_report(exc.message)
-        return await asyncio.to_thread(validate_stored, reads.codec, row, blob)
+        created = await create_event(reads.readers, row)
+        return await asyncio.to_thread(validate_stored, reads.codec, row, blob, created)
 
     async def restore_checkpoint(
         self,
@@ -455,8 +623,8 @@ class CheckpointManager:
 
         Keywords: ``target_session_id``, ``merge_strategy`` (overwrite, merge, keep-original),
         ``preserve_current_state``, ``current_state``, ``custom_resolver``, ``validation``,
-        ``rollback_on_error``, ``notify``, ``timeout`` (seconds), ``dry_run``; or the seed's
-        options mapping (its ``timeout`` in milliseconds). See ``checkpointd.restore``.
+        ``rollback_on_error``, ``notify``, ``timeout`` (seconds), ``dry_run``; or the original
+        API's options mapping (its ``timeout`` in milliseconds). See ``checkpointd.restore``.
         """
         writer, reads = self._require()
         if options is not None:
@@ -489,17 +657,19 @@ class CheckpointManager:
         return result
 
     async def _replayed_restore(self, reply: Mapping[str, Any]) -> RestoreResult:
-        """A stored restore reply, with its state read back from the blob its event stored."""
+        """A stored restore reply, made whole from the blob row its event stored."""
         _, reads = self._require()
-        state = await reads.restored_state(reply["eventSeq"])
-        return RestoreResult.from_wire({**reply, "state": state})
+        return await replayed(reads, reply)
 
     async def diff_checkpoints(self, before_id: str, after_id: str) -> Diff:
         """The structural differences between two checkpoints' snapshots (JSON Pointer paths)."""
         _, reads = self._require()
         before = await self._snapshot_of(reads, before_id)
         after = await self._snapshot_of(reads, after_id)
-        changes = diff_states(before, after)
+        if looks_big([before, after]):
+            changes = await asyncio.to_thread(diff_states, before, after)
+        else:
+            changes = diff_states(before, after)
         return Diff(tuple(change.to_wire() for change in changes))
 
     @staticmethod
@@ -509,10 +679,40 @@ class CheckpointManager:
             raise NotFoundError("checkpoint", checkpoint_id)
         return found.snapshot
 
-    async def get_lineage(self, checkpoint_id: str) -> Lineage:
-        """Live ancestors and descendants through parent and restore links, nearest first."""
+    async def get_lineage(
+        self, checkpoint_id: str, *, limit: int = MAX_LINEAGE, offset: int = 0
+    ) -> Lineage:
+        """Live ancestors and descendants through parent and restore links, nearest first.
+
+        At most ``limit`` (1..1000, default 1000) of each, after skipping ``offset`` of each;
+        the result's ``next`` is the ``offset`` of the following page, None when both lists
+        are complete. Raises InvalidRequestError for a bad ``limit`` or ``offset``, and
+        NotFoundError for an id that never existed (a deleted checkpoint's lineage is read).
+        """
         _, reads = self._require()
-        return await reads.lineage(checkpoint_id)
+        checkpoint_id = text(checkpoint_id, "id")
+        # The log, not the view: a deleted checkpoint still has its lineage.
+        if await reads.readers.fetchone(_EVER_CREATED, (checkpoint_id,)) is None:
+            raise NotFoundError("checkpoint", checkpoint_id)
+        return await reads.lineage(checkpoint_id, limit=limit, offset=offset)
+
+    async def get_session_state(self, session_id: str) -> SessionState:
+        """The session's current state: what a restore into it merges with.
+
+        Raises NotFoundError for a session the log has never seen.
+        """
+        _, reads = self._require()
+        return await read_session_state(reads.readers, reads.codec, session_id)
+
+    async def get_sessions(
+        self, *, page: int = 1, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> SessionPage:
+        """A page of every session with its live checkpoints and last event, most recent first.
+
+        Raises InvalidRequestError for a page below 1 or a page size outside 1..1000.
+        """
+        _, reads = self._require()
+        return await read_sessions(reads.readers, page, page_size)
 
 
 def _fan_out(listeners: list[CommitListener], committed: list[Committed]) -> None:
@@ -588,19 +788,10 @@ def list_options(options: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> d
     }
 
 
-def _looks_big(snapshot: Mapping[str, Any], depth: int = 2) -> bool:
-    """A cheap guess whether encoding would hold up the writer noticeably (> ~1 ms).
-
-    Looks two levels deep (``{"state": {"blob": ...}}``) for a long string or bytes value or a
-    long container; anything bigger hidden deeper is encoded by the writer all the same.
-    """
-    if len(snapshot) > _BIG_CONTAINER:
-        return True
-    for value in snapshot.values():
-        if isinstance(value, str | bytes) and len(value) > _BIG_VALUE:
-            return True
-        if isinstance(value, list) and len(value) > _BIG_CONTAINER:
-            return True
-        if depth > 1 and isinstance(value, Mapping) and _looks_big(value, depth - 1):
-            return True
-    return False
+async def _keyed(
+    key: str | None, operation: str, request: Any, render: Render, *, big: bool
+) -> Idempotency | None:
+    """``keyed``, on a worker thread for a big request (its digest covers every byte)."""
+    if key is not None and big:
+        return await asyncio.to_thread(keyed, key, operation, request, render)
+    return keyed(key, operation, request, render)

@@ -197,6 +197,53 @@ def merge_states(
     return merge.run(current, checkpoint)
 
 
+async def merge_states_async(
+    current: Mapping[str, Any],
+    checkpoint: Mapping[str, Any],
+    strategy: Strategy,
+    resolver: Callable[..., Any] | None = None,
+) -> MergeResult:
+    """``merge_states``, with a resolver that may be a coroutine function (or return an
+    awaitable): each conflict's answer is awaited, one at a time, in path order.
+
+    The merge itself stays synchronous: a first walk collects the resolver's answer for every
+    conflict (the set of conflicts does not depend on how they are settled, since a settled
+    path is never walked below), the answers are awaited, and a second walk builds the state
+    from them. A plain resolver is called once per conflict, as by ``merge_states``.
+
+    Raises:
+        InvalidRequestError: as ``merge_states``; a resolver whose awaitable raised is
+            ``custom resolver failed at <path>: <ExceptionType>`` as well.
+    """
+    resolve = _bind(resolver)
+    if resolve is None:
+        return merge_states(current, checkpoint, strategy)
+    asked: dict[str, tuple[Any, Any]] = {}
+
+    def ask(path: str, current_value: Any, checkpoint_value: Any) -> Any:
+        asked[path] = (current_value, checkpoint_value)  # copies, made by the merge
+        return None
+
+    merge_states(current, checkpoint, strategy, ask)
+    answers: dict[str, Any] = {}
+    for path in sorted(asked, key=_path_order):
+        answer = resolve(path, *asked[path])
+        answers[path] = await _answer(path, answer) if inspect.isawaitable(answer) else answer
+
+    def answered(path: str, current_value: Any, checkpoint_value: Any) -> Any:
+        return answers[path]
+
+    return merge_states(current, checkpoint, strategy, answered)
+
+
+async def _answer(path: str, awaitable: Any) -> Any:
+    try:
+        return await awaitable
+    except Exception as exc:
+        failure = f"custom resolver failed at {path}: {type(exc).__name__}"
+        raise InvalidRequestError(failure) from exc
+
+
 class _Merge:
     """One merge: walks the winning and the losing state together, building the result."""
 

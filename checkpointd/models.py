@@ -226,31 +226,60 @@ class History:
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """The outcome of re-hashing the event log from its first event."""
+    """The outcome of checking the event log from its first event (``events.verify``).
+
+    ``events`` counts the events found good (before ``first_bad_seq`` when not ``ok``);
+    ``signed_seq`` is the newest signed chain head the log matched (None: none, or no key);
+    ``unsigned_tail``, with a key and an intact log, counts the events after it that no signed
+    head covers yet (None without a key); ``problem`` says what is wrong when not ``ok``.
+    """
 
     ok: bool
     events: int
     first_bad_seq: int | None
+    signed_seq: int | None = None
+    unsigned_tail: int | None = None
+    problem: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"ok": self.ok, "events": self.events, "firstBadSeq": self.first_bad_seq}
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "firstBadSeq": self.first_bad_seq,
+            "signedSeq": self.signed_seq,
+            "unsignedTail": self.unsigned_tail,
+            "problem": self.problem,
+        }
 
     @classmethod
     def from_wire(cls, wire: Mapping[str, Any]) -> VerifyResult:
-        return cls(wire["ok"], wire["events"], wire.get("firstBadSeq"))
+        return cls(
+            wire["ok"],
+            wire["events"],
+            wire.get("firstBadSeq"),
+            wire.get("signedSeq"),
+            wire.get("unsignedTail"),
+            wire.get("problem"),
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Lineage:
-    """Live checkpoints linked to one checkpoint by parent and restore links, nearest first."""
+    """Live checkpoints linked to one checkpoint by parent and restore links, nearest first.
+
+    One page of each list; ``next`` is the ``offset`` of the following page, None once both
+    lists are complete.
+    """
 
     ancestors: tuple[Checkpoint, ...] = field(default=())
     descendants: tuple[Checkpoint, ...] = field(default=())
+    next: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {
             "ancestors": [cp.to_wire() for cp in self.ancestors],
             "descendants": [cp.to_wire() for cp in self.descendants],
+            "next": self.next,
         }
 
     @classmethod
@@ -258,6 +287,7 @@ class Lineage:
         return cls(
             tuple(Checkpoint.from_wire(c) for c in wire["ancestors"]),
             tuple(Checkpoint.from_wire(c) for c in wire["descendants"]),
+            wire.get("next"),
         )
 
 

@@ -6,6 +6,7 @@ both go through the same ``from_wire`` so they validate identically.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -39,10 +40,13 @@ _CREATE_FIELDS = frozenset(
         "encrypted",
         "retentionExpiresAt",
         "restoredFrom",
+        "id",
         *FLAT_METADATA,
     }
 )
 _UPDATE_FIELDS = frozenset({"name", "metadata", "branches", "retentionExpiresAt"})
+DAEMON_ACTOR = "checkpointd"
+"""The actor of the store's own work (expiry, restore backups): no client may claim it."""
 
 _SNAKE_TO_WIRE = {
     "session_id": "sessionId",
@@ -150,18 +154,21 @@ def _mapping(value: Any, field: str) -> dict[str, Any]:
     return dict(value)
 
 
-def validate_metadata(value: Any) -> dict[str, Any]:
-    """The metadata object with its well-known keys type-checked and ``priority`` defaulted."""
-    meta = _mapping(value, "metadata")
+def validate_metadata(value: Any, where: str = "metadata") -> dict[str, Any]:
+    """The metadata object with its well-known keys type-checked and ``priority`` defaulted.
+
+    ``where`` names the object in error messages (``metadata.priority``).
+    """
+    meta = _mapping(value, where)
     for key in ("feature", "author", "workflowId", "stepId", "parentCheckpoint"):
         if meta.get(key) is not None:
-            text(meta[key], f"metadata.{key}")
+            text(meta[key], f"{where}.{key}")
     if meta.get("description") is not None:
-        text(meta["description"], "metadata.description", max_len=MAX_TEXT, min_len=0)
+        text(meta["description"], f"{where}.description", max_len=MAX_TEXT, min_len=0)
     if meta.get("tags") is not None:
-        meta["tags"] = _string_list(meta["tags"], "metadata.tags", MAX_TAGS)
+        meta["tags"] = _string_list(meta["tags"], f"{where}.tags", MAX_TAGS)
     if meta.get("chainDepth") is not None:
-        non_negative_int(meta["chainDepth"], "metadata.chainDepth")
+        non_negative_int(meta["chainDepth"], f"{where}.chainDepth")
     priority = meta.get("priority")
     if priority is None:
         meta["priority"] = Priority.NORMAL.value
@@ -171,7 +178,7 @@ def validate_metadata(value: Any) -> dict[str, Any]:
         except ValueError:
             allowed = ", ".join(p.value for p in Priority)
             raise InvalidRequestError(
-                f"must be one of {allowed}", field="metadata.priority"
+                f"must be one of {allowed}", field=f"{where}.priority"
             ) from None
     # In the order every later read gives it back (the view stores it key-sorted), so the
     # create's reply and a replay of it are the same bytes.
@@ -203,6 +210,50 @@ def _merge_flat_metadata(data: Mapping[str, Any]) -> dict[str, Any]:
     return meta
 
 
+def _create_metadata(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A create's metadata: top-level and flat, else the seed's ``snapshot.metadata``.
+
+    The seed's headline example puts ``feature``, ``priority``… inside ``snapshot.metadata``.
+    When the create gives no metadata of its own, those keys (only those) are lifted from
+    there; the snapshot itself is stored unchanged.
+    """
+    inner = data["snapshot"].get("metadata")
+    if data.get("metadata") or any(key in data for key in FLAT_METADATA):
+        inner = None
+    if isinstance(inner, Mapping):
+        lifted = {key: inner[key] for key in FLAT_METADATA if inner.get(key) is not None}
+        if lifted:
+            return validate_metadata(lifted, where="snapshot.metadata")
+    return validate_metadata(_merge_flat_metadata(data))
+
+
+_CHECKPOINT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
+_RESERVED_ID = "session:"  # the prefix of the log's session streams
+
+
+def given_id(value: Any) -> str:
+    """A client-supplied checkpoint id: 1-128 characters of ``A-Z a-z 0-9 . _ : -``.
+
+    Raises:
+        InvalidRequestError: another type or character, or the reserved ``session:`` prefix.
+    """
+    if not isinstance(value, str) or not _CHECKPOINT_ID.fullmatch(value):
+        raise InvalidRequestError("must be 1-128 characters of A-Z a-z 0-9 . _ : -", field="id")
+    if value.startswith(_RESERVED_ID):
+        raise InvalidRequestError(f"ids starting with {_RESERVED_ID!r} are reserved", field="id")
+    return value
+
+
+def _created_by(value: Any) -> str | None:
+    """``createdBy``, which must not pass for the store itself (whatever its case or spacing)."""
+    created_by = _opt_text(value, "createdBy")
+    if created_by is not None and created_by.strip().casefold() == DAEMON_ACTOR:
+        raise InvalidRequestError(
+            f"{DAEMON_ACTOR!r} is reserved for the store's own work", field="createdBy"
+        )
+    return created_by
+
+
 @dataclass(frozen=True, slots=True)
 class CreateRequest:
     """A validated create: everything but the snapshot encoding, which the writer does."""
@@ -220,6 +271,7 @@ class CreateRequest:
     encrypted: bool | None = None
     retention_expires_at: datetime | None = None
     restored_from: str | None = None
+    checkpoint_id: str | None = None  # given by the client (``id``), else assigned when sealed
 
     @property
     def parent_id(self) -> str | None:
@@ -247,15 +299,16 @@ class CreateRequest:
             session_id=text(data["sessionId"], "sessionId"),
             snapshot=data["snapshot"],
             branches=_string_list(data["branches"], "branches", MAX_BRANCHES),
-            metadata=validate_metadata(_merge_flat_metadata(data)),
+            metadata=_create_metadata(data),
             timestamp=_opt_time(data.get("timestamp"), "timestamp"),
-            created_by=_opt_text(data.get("createdBy"), "createdBy"),
+            created_by=_created_by(data.get("createdBy")),
             size=None if data.get("size") is None else non_negative_int(data["size"], "size"),
             checksum=None if checksum is None else _checksum(checksum),
             compressed=_opt_bool(data.get("compressed"), "compressed"),
             encrypted=_opt_bool(data.get("encrypted"), "encrypted"),
             retention_expires_at=_opt_time(data.get("retentionExpiresAt"), "retentionExpiresAt"),
             restored_from=_opt_text(data.get("restoredFrom"), "restoredFrom"),
+            checkpoint_id=None if data.get("id") is None else given_id(data["id"]),
         )
 
 
@@ -315,3 +368,17 @@ def batch_items(items: Any) -> Sequence[Mapping[str, Any]]:
     if not 1 <= len(items) <= MAX_BATCH:
         raise InvalidRequestError(f"a batch holds 1..{MAX_BATCH} checkpoints", field="checkpoints")
     return items
+
+
+def distinct_ids(requests: Sequence[CreateRequest]) -> None:
+    """Refuse a batch that gives one checkpoint id twice (InvalidRequestError), before any write."""
+    seen: set[str] = set()
+    for index, request in enumerate(requests):
+        given = request.checkpoint_id
+        if given is None:
+            continue
+        if given in seen:
+            raise InvalidRequestError(
+                f"id {given!r} is given twice in the batch", field=f"checkpoints[{index}].id"
+            )
+        seen.add(given)

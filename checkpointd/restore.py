@@ -28,12 +28,13 @@ from checkpointd.errors import (
 from checkpointd.handlers import seal_snapshot
 from checkpointd.idempotency import Idempotency, Replayed
 from checkpointd.ids import new_id
-from checkpointd.merge import MergeResult, Strategy, merge_states
+from checkpointd.merge import MergeResult, Strategy, merge_states_async
 from checkpointd.reads.checkpoints import ReadModel
 from checkpointd.reads.validate import inspect_stored
-from checkpointd.requests import CreateRequest, text, wire_keys
+from checkpointd.requests import DAEMON_ACTOR, CreateRequest, text, wire_keys
+from checkpointd.restore_details import seal_details, stored_reply
 from checkpointd.results import RestoreResult
-from checkpointd.snapshots import SnapshotCodec
+from checkpointd.snapshots import SnapshotCodec, canonical_encode
 from checkpointd.storage.writer import GroupCommitWriter
 
 _FIELDS = frozenset(
@@ -92,9 +93,7 @@ class RestoreRequest:
         unknown = sorted(str(k) for k in validation if k not in _VALIDATION)
         if unknown:
             raise InvalidRequestError(f"unknown field(s) {', '.join(unknown)}", field="validation")
-        current = data.get("currentState")
-        if current is not None and not isinstance(current, Mapping):
-            raise InvalidRequestError("expected an object", field="currentState")
+        current = _current_state(data.get("currentState"))
         target = data.get("targetSessionId")
         # Accepted for the seed's shape; integrity (decryption, decompression) is always
         # checked, since the state has to be read either way.
@@ -200,10 +199,11 @@ class _Plan:
         )
 
     def reply(self, value: object) -> Mapping[str, Any]:
-        """The reply an idempotency key stores: the result without its state."""
+        """The reply an idempotency key stores: no values (see ``checkpointd.restore_details``)."""
         assert isinstance(value, cmd.Restored)
-        wire = self.result(event_seq=value.event_seq, backup_id=value.backup_checkpoint_id)
-        return {k: v for k, v in wire.to_wire().items() if k != "state"}
+        return stored_reply(
+            self.result(event_seq=value.event_seq, backup_id=value.backup_checkpoint_id)
+        )
 
 
 async def _plan(
@@ -221,7 +221,7 @@ async def _plan(
     else:
         state, last_seq = await reads.session_state(target)
         current, expected_seq = state, last_seq
-    merged = merge_states(current, snapshot, request.strategy, request.resolver)
+    merged = await merge_states_async(current, snapshot, request.strategy, request.resolver)
     # The restored state and the backup mix the checkpoint's and the session's content, either
     # of which may have been encrypted: whenever a key is configured, they are encrypted.
     encrypt = codec.keyring is not None and codec.keyring.active_id is not None
@@ -241,17 +241,30 @@ async def _plan(
     )
     if request.dry_run:  # planned and encoded in full: it refuses what the restore would refuse
         return _Plan(request, target, merged, tuple(warnings), command=None)
+    conflicts = tuple(c.to_wire() for c in merged.conflicts)
+    details = None
+    if conflicts or warnings:  # sealed beside the state: the event keeps no values
+        details = await asyncio.to_thread(
+            seal_details,
+            codec,
+            state_id,
+            conflicts,
+            warnings,
+            compress=config.enable_compression,
+            encrypt=encrypt,
+        )
     command = cmd.Restore(
         checkpoint_id=request.checkpoint_id,
         target_session_id=target,
         strategy=request.strategy.value,
         state_id=state_id,
         state=sealed,
-        conflicts=tuple(c.to_wire() for c in merged.conflicts),
+        conflicts=conflicts,
         backup=backup,
         expected_session_seq=expected_seq,
         notify=request.notify,
         merged_state=merged.state,
+        details=details,
     )
     plan = _Plan(request, target, merged, tuple(warnings), command)
     if key is not None:
@@ -306,6 +319,7 @@ def _backup(
             "description": f"State of session {target} before restoring {source}",
             "tags": ["backup"],
         },
+        created_by=DAEMON_ACTOR,
         encrypted=encrypt,
     )
     return seal_snapshot(codec, config, backup)
@@ -316,6 +330,25 @@ def _mapping(value: Any, field: str) -> Mapping[str, Any]:
         return {}
     if not isinstance(value, Mapping):
         raise InvalidRequestError("expected an object", field=field)
+    return value
+
+
+def _current_state(value: Any) -> Mapping[str, Any] | None:
+    """``currentState`` once it is known to be a snapshot the store could keep.
+
+    Checked whole and up front, so a dry run refuses what the restore would, whatever part of
+    it the strategy then keeps (NaN, a bytes key, a set: ``currentState/<pointer>`` names it).
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError("expected an object", field="currentState")
+    try:
+        canonical_encode(value)
+    except InvalidRequestError as error:
+        field = error.field or "snapshot"
+        reason = error.message.removeprefix(f"{field}: ")
+        raise InvalidRequestError(reason, field="currentState" + field[len("snapshot") :]) from None
     return value
 
 

@@ -158,3 +158,101 @@ class Diff:
     @classmethod
     def from_wire(cls, wire: Mapping[str, Any]) -> Diff:
         return cls(tuple(wire["changes"]))
+
+
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """A session's current state: its newest checkpoint's snapshot or its last restore's result.
+
+    ``checkpoint_id`` is the checkpoint whose state it is (None after a restore, or when every
+    checkpoint of the session is gone); ``restored_from`` the checkpoint of that restore;
+    ``last_seq`` and ``updated_at`` the event that set it.
+    """
+
+    session_id: str
+    state: Mapping[str, Any]
+    checkpoint_id: str | None
+    restored_from: str | None
+    last_seq: int
+    updated_at: datetime
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "sessionId": self.session_id,
+            "state": self.state,
+            "checkpointId": self.checkpoint_id,
+            "restoredFrom": self.restored_from,
+            "lastSeq": self.last_seq,
+            "updatedAt": format_timestamp(self.updated_at),
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> SessionState:
+        return cls(
+            session_id=wire["sessionId"],
+            state=wire["state"],
+            checkpoint_id=wire.get("checkpointId"),
+            restored_from=wire.get("restoredFrom"),
+            last_seq=wire["lastSeq"],
+            updated_at=parse_timestamp(wire["updatedAt"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    """One session: its live checkpoints, where its state is, and its last event."""
+
+    session_id: str
+    checkpoints: int
+    checkpoint_id: str | None
+    restored_from: str | None
+    last_seq: int
+    last_activity: datetime
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "sessionId": self.session_id,
+            "checkpoints": self.checkpoints,
+            "checkpointId": self.checkpoint_id,
+            "restoredFrom": self.restored_from,
+            "lastSeq": self.last_seq,
+            "lastActivity": format_timestamp(self.last_activity),
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> SessionSummary:
+        return cls(
+            session_id=wire["sessionId"],
+            checkpoints=wire["checkpoints"],
+            checkpoint_id=wire.get("checkpointId"),
+            restored_from=wire.get("restoredFrom"),
+            last_seq=wire["lastSeq"],
+            last_activity=parse_timestamp(wire["lastActivity"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    """One page of sessions, the most recently active first, and the number of sessions."""
+
+    items: tuple[SessionSummary, ...]
+    total: int
+    page: int
+    page_size: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "items": [item.to_wire() for item in self.items],
+            "total": self.total,
+            "page": self.page,
+            "pageSize": self.page_size,
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> SessionPage:
+        return cls(
+            items=tuple(SessionSummary.from_wire(item) for item in wire["items"]),
+            total=wire["total"],
+            page=wire["page"],
+            page_size=wire["pageSize"],
+        )

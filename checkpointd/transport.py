@@ -72,17 +72,20 @@ def safe_url(url: str, *, mask: str | None = None) -> str:
     """``url`` (one or a comma-separated list) without credentials, for logs and messages.
 
     ``user:password@`` is dropped, or with ``mask`` the password (or a lone token) is replaced
-    by it and the user kept.
+    by it and the user kept. A URL without a scheme is read as nats-py reads it (as
+    ``nats://`` + the URL), so ``user:password@host:4222`` carries credentials too.
     """
     parts = []
     for one in url.split(","):
         scheme, sep, rest = one.partition("://")
-        if sep and "@" in rest:
+        if not sep:
+            scheme, rest = "", one
+        if "@" in rest:
             userinfo, host = rest.rsplit("@", 1)
             if mask is None:
                 rest = host
             else:
                 user, colon, _ = userinfo.partition(":")
                 rest = f"{user}:{mask}@{host}" if colon else f"{mask}@{host}"
-        parts.append(f"{scheme}{sep}{rest}" if sep else one)
+        parts.append(f"{scheme}{sep}{rest}")
     return ",".join(parts)

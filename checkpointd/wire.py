@@ -6,10 +6,11 @@ Shared by the service and ``CheckpointClient``; imports no NATS code.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any
 
@@ -57,6 +58,7 @@ def decode(body: bytes, encoding: str, *, trusted: bool = False) -> dict[str, An
     try:
         if encoding == MSGPACK:
             value = msgpack.unpackb(body, raw=False, strict_map_key=True)
+            _check_keys(body, value)
         else:
             # Decoded strictly first: json.loads on bytes would let UTF-8-encoded surrogates in.
             text = body.decode("utf-8")
@@ -83,6 +85,41 @@ def encode(value: Any, encoding: str) -> bytes:
     if encoding == MSGPACK:
         return msgpack.packb(value, default=_plain, use_bin_type=True)  # type: ignore[no-any-return]
     return json.dumps(value, default=_plain, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_in_pieces(value: Mapping[str, Any], encoding: str) -> bytes:
+    """The bytes of ``encode(value, encoding)``, encoded one top-level value at a time (and a
+    top-level list one item at a time), for a worker thread.
+
+    An encoder call holds the interpreter lock throughout; between pieces the event loop's
+    thread gets it back, so a page of big snapshots never holds it up for longer than one.
+    """
+    if any(type(key) is not str for key in value):
+        return encode(value, encoding)
+    one = functools.partial(encode, encoding=encoding)
+    if encoding == MSGPACK:
+        packer = msgpack.Packer(use_bin_type=True)
+        parts = [packer.pack_map_header(len(value))]
+        for key, item in value.items():
+            parts.append(one(key))
+            if isinstance(item, list | tuple):
+                parts.append(packer.pack_array_header(len(item)))
+                parts.extend(one(element) for element in item)
+            else:
+                parts.append(one(item))
+        return b"".join(parts)  # one join: bytes.join lets go of the lock while it copies
+    parts = [b"{"]
+    for key, item in value.items():
+        parts += [b"," if len(parts) > 1 else b"", one(key), b":"]
+        if isinstance(item, list | tuple):
+            parts.append(b"[")
+            for n, element in enumerate(item):
+                parts += [b"," if n else b"", one(element)]
+            parts.append(b"]")
+        else:
+            parts.append(one(item))
+    parts.append(b"}")
+    return b"".join(parts)
 
 
 def error_reply(error: CheckpointError, encoding: str) -> tuple[bytes, dict[str, str]]:
@@ -188,6 +225,28 @@ def _check_surrogates(value: Any) -> None:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+
+
+_BIN_MARKERS = (b"\xc4", b"\xc5", b"\xc6")  # msgpack's bin 8, bin 16 and bin 32 formats
+
+
+def _check_keys(body: bytes, value: Any) -> None:
+    """Refuse an object key that is not a string, at any depth of a msgpack body.
+
+    With ``strict_map_key`` msgpack yields str or bytes keys, and only its bin formats make
+    bytes: a body without their marker bytes is not walked.
+    """
+    if not any(marker in body for marker in _BIN_MARKERS):
+        return
+    stack: list[Any] = [value] if type(value) is dict else []  # a non-object is refused anyway
+    while stack:
+        item = stack.pop()
+        children: Iterable[Any] = item
+        if type(item) is dict:
+            if any(type(key) is not str for key in item):
+                raise InvalidRequestError("body holds an object key that is not a string")
+            children = item.values()
+        stack.extend(child for child in children if type(child) is dict or type(child) is list)
 
 
 def _check_depth(body: dict[str, Any]) -> None:

@@ -37,12 +37,12 @@ async def main(path: str) -> None:
             {
                 "name": "quick-backup",
                 "sessionId": "s-1",
-                "snapshot": {"state": {"quick": True}},
+                "snapshot": {"sessions": ["s-1"], "state": {"quick": True}},
                 "branches": ["main"],
                 "feature": "auth",
             }
         )
-        print(f"created   {quick.id} (the seed's camelCase shape)")
+        print(f"created   {quick.id} (the original API's camelCase shape)")
 
         page = await manager.get_checkpoints_by_session(
             "s-1",

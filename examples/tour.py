@@ -17,15 +17,19 @@ from checkpointd import CheckpointClient
 async def main(url: str) -> None:
     nc = await nats.connect(url)
     restored = await nc.subscribe("checkpoint.events.restored.>")  # what an agent would apply
+    await nc.flush()  # the server has the subscription before the restore below is published
     async with CheckpointClient(url) as client:
         cp = await client.create(
             name="from-python",
             session_id="tour",
-            snapshot={"state": {"progress": 90}},
+            snapshot={"sessions": ["tour"], "state": {"progress": 90}},
             branches=["main"],
         )
         await client.create(
-            name="later", session_id="tour", snapshot={"state": {"progress": 95}}, branches=["main"]
+            name="later",
+            session_id="tour",
+            snapshot={"sessions": ["tour"], "state": {"progress": 95}},
+            branches=["main"],
         )
         page = await client.search_checkpoints("python", 10)
         print(f"search 'python': {page.total} match(es), first {page.items[0].name}")

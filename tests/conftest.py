@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import nats
 import pytest
 from natsserver import NatsServer, start_nats_server
@@ -26,7 +27,14 @@ from checkpointd.daemon.service import CheckpointService
 # A raw 256-bit key (64 hex digits): used as is, no KDF, so opening stays fast.
 TEST_KEY = "00112233445566778899aabbccddeeff" * 2
 
-PROJECTION_TABLES = ("checkpoints", "lineage", "stats_totals", "stats_counts", "sessions")
+PROJECTION_TABLES = (
+    "checkpoints",
+    "lineage",
+    "stats_totals",
+    "stats_counts",
+    "sessions",
+    "restore_sources",
+)
 
 OpenManager = Callable[..., Awaitable[CheckpointManager]]
 
@@ -42,7 +50,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# Tests that run whole processes: daemons, nats-servers they stop, children they kill, the
+# README's code. Marked ``system``; ``pytest -m "not system" --hypothesis-profile=quick`` is
+# the quick loop (the README's test command runs everything, with Hypothesis's defaults).
+SYSTEM_TESTS = ("daemon", "faults", "test_crash.py", "test_readme.py")
+hypothesis.settings.register_profile("quick", max_examples=10)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        if item.path.relative_to(tests).parts[0] in SYSTEM_TESTS:
+            item.add_marker(pytest.mark.system)
     if config.getoption("--run-slow"):
         return
     skip = pytest.mark.skip(reason="long variant: run with --run-slow")

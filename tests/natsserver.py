@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -48,12 +49,21 @@ class NatsServer:
                 self.process.wait()
 
 
-def start_nats_server(max_payload: int = 1024 * 1024, port: int | None = None) -> NatsServer:
-    """Start nats-server on 127.0.0.1 and wait until it logs that it is ready (10 s deadline)."""
+def start_nats_server(
+    max_payload: int = 1024 * 1024, port: int | None = None, config: Path | None = None
+) -> NatsServer:
+    """Start nats-server on 127.0.0.1 and wait until it logs that it is ready (10 s deadline).
+
+    ``config``: a config file of the caller's to run it with (its ``max_payload`` holds then;
+    the address and port are still these).
+    """
     port = port or free_port()
-    # max_payload has no command-line flag: it goes in a config file.
-    config = Path(tempfile.mkdtemp(prefix="nats-")) / "nats.conf"
-    config.write_text(f"max_payload: {max_payload}\n")
+    scratch = None
+    if config is None:
+        # max_payload has no command-line flag: it goes in a config file.
+        scratch = Path(tempfile.mkdtemp(prefix="nats-"))
+        config = scratch / "nats.conf"
+        config.write_text(f"max_payload: {max_payload}\n")
     args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-c", str(config)]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ready, ended = threading.Event(), threading.Event()
@@ -69,7 +79,14 @@ def start_nats_server(max_payload: int = 1024 * 1024, port: int | None = None) -
         ready.set()  # wake the waiter, which sees that the server ended
 
     threading.Thread(target=read_log, name="nats-server-log", daemon=True).start()
-    if ready.wait(timeout=10) and not ended.is_set():
+    try:
+        started = ready.wait(timeout=10) and not ended.is_set()
+    finally:
+        # The server has read its config by now (nothing here asks it to reload): the file
+        # is no longer needed, and a run of the suite would leave a directory per server.
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if started:
         return NatsServer(process, port, max_payload)
     why = "exited" if ended.is_set() else "was not ready within 10 s"
     process.kill()

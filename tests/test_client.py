@@ -11,7 +11,9 @@ from natsserver import NatsServer, free_port
 from checkpointd import CheckpointClient, CheckpointManager
 from checkpointd.errors import InvalidRequestError, UnavailableError
 
-IN_PROCESS_ONLY = {"add_commit_listener"}
+# Over NATS, the store's id is in each service instance's $SRV.INFO metadata instead, and the
+# daemon publishes its metrics on <prefix>.metrics itself.
+IN_PROCESS_ONLY = {"add_commit_listener", "store_id", "metrics", "publish_metrics_once"}
 
 
 def _public(cls: type) -> dict[str, inspect.Signature]:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import threading
 from contextlib import closing
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import OpenManager, blob_count, dump_projections, event_seqs
+from conftest import FakeClock, OpenManager, blob_count, dump_projections, event_seqs
 
 from checkpointd import Checkpoint, CheckpointManager
 from checkpointd.errors import ConflictError, IntegrityError, InvalidRequestError, NotFoundError
@@ -169,15 +171,49 @@ async def test_batch_shape(store: Any, items: Any) -> None:
         await store.create_batch(items)
 
 
+class GatedClock(FakeClock):
+    """A fake clock that, while its gate is shut, holds the writer thread at its next reading.
+
+    The writer reads the clock inside a group's transaction, so a shut gate holds a group
+    mid-commit with every later write queued behind it: the moment to cancel their callers.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = threading.Event()
+        self._gate = threading.Event()
+        self._gate.set()
+
+    def shut(self) -> None:
+        self._gate.clear()
+
+    def open(self) -> None:
+        self._gate.set()
+
+    def now(self) -> datetime:
+        if threading.current_thread().name == "checkpointd-writer" and not self._gate.is_set():
+            self.holding.set()
+            self._gate.wait(timeout=60)  # a hang guard: the test opens the gate
+        return super().now()
+
+
 async def test_cancelled_callers_leave_no_open_transaction(
-    manager: CheckpointManager, db_path: Path
+    open_manager: OpenManager, db_path: Path
 ) -> None:
-    """Cancelled callers leave the database unlocked, the log intact and no write half done."""
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(
-            asyncio.gather(*(create(manager, f"cancelled-{n}") for n in range(1000))),
-            timeout=0.005,
-        )
+    """Callers cancelled while their writes are queued or mid-commit leave the database
+    unlocked, the log intact and no write half done."""
+    clock = GatedClock()
+    manager = await open_manager(clock=clock)
+    clock.shut()
+    callers = [asyncio.ensure_future(create(manager, f"cancelled-{n}")) for n in range(1000)]
+    # Every caller has queued its write once the writer holds the first group (they all ran
+    # before this coroutine resumes); then all of them are cancelled, and the writer goes on.
+    assert await asyncio.to_thread(clock.holding.wait, 60)
+    for caller in callers:
+        caller.cancel()
+    clock.open()
+    outcomes = await asyncio.gather(*callers, return_exceptions=True)
+    assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
     after = await create(manager, "after")
     assert await manager.get_checkpoint(after.id) is not None
     # The writer is idle once the write queued last has returned: no transaction may be open.

@@ -56,8 +56,9 @@ def flip(offset: int) -> Any:
 
 async def test_wrong_key_fails_the_read_not_the_open(open_manager: OpenManager) -> None:
     """A wrong key fails the read of encrypted snapshots, naming the checkpoint, not the open."""
-    first = await open_manager(enable_encryption=True, encryption_key=TEST_KEY)
-    secret = await create(first, "secret")
+    # A key without enable_encryption: encryption is per checkpoint, so a plain one can be made.
+    first = await open_manager(encryption_key=TEST_KEY)
+    secret = await create(first, "secret", encrypted=True)
     plain = await create(first, "plain", encrypted=False)
     assert (secret.encrypted, plain.encrypted) == (True, False)
     await first.close()

@@ -248,11 +248,14 @@ async def test_the_seeds_full_example(store: Store) -> None:
     assert (cp.compressed, cp.encrypted) == (True, True)
     assert cp.stored_size > 0
     assert cp.retention_expires_at == expires
-    # The metadata inside the snapshot is snapshot content, opaque to the store.
-    assert cp.metadata == {"priority": "normal"}
+    # The checkpoint's metadata, given inside the snapshot, is lifted; the snapshot is kept.
+    assert cp.metadata == snapshot["metadata"]
+    assert cp.priority is Priority.HIGH
     stored = await store.get_checkpoint(cp.id)
     assert stored is not None
     assert stored.snapshot == snapshot
+    assert stored.metadata == snapshot["metadata"]
+    assert ids(await store.get_checkpoints_by_feature("user-authentication")) == [cp.id]
     assert (stored.created_by, stored.encrypted, stored.compressed) == ("developer-1", True, True)
 
 
@@ -759,6 +762,41 @@ async def test_lineage_skips_a_deleted_link(store: Store) -> None:
     await store.delete_checkpoint(middle.id)
     assert ids((await store.get_lineage(leaf.id)).ancestors) == [root.id]
     assert ids((await store.get_lineage(root.id)).descendants) == [leaf.id]
+
+
+async def test_lineage_pages_nearest_first(store: Store) -> None:
+    """``limit`` and ``offset`` page both lists in the nearest-first order, ``next`` giving
+    the following page's offset, until it is None."""
+    root = await new_checkpoint(store, "root")
+    children = [
+        await new_checkpoint(store, f"child-{n}", metadata={"parentCheckpoint": root.id})
+        for n in range(5)
+    ]
+    grandchild = await new_checkpoint(
+        store, "grandchild", metadata={"parentCheckpoint": children[0].id}
+    )
+    whole = await store.get_lineage(root.id)
+    assert ids(whole.descendants) == [*ids(children), grandchild.id]
+    assert whole.next is None
+    pages, offset = [], 0
+    while offset is not None:
+        page = await store.get_lineage(root.id, limit=4, offset=offset)
+        pages.append(ids(page.descendants))
+        offset = page.next
+    assert pages == [ids(children[:4]), [children[4].id, grandchild.id]]
+    leaf = await store.get_lineage(grandchild.id, limit=1)
+    assert (ids(leaf.ancestors), leaf.descendants, leaf.next) == ([children[0].id], (), 1)
+    assert (await store.get_lineage(grandchild.id, limit=1, offset=1)).ancestors[0].id == root.id
+
+
+@pytest.mark.parametrize(
+    ("limit", "offset", "field"), [(0, 0, "limit"), (1001, 0, "limit"), (10, -1, "offset")]
+)
+async def test_lineage_bounds(store: Store, limit: int, offset: int, field: str) -> None:
+    """A lineage ``limit`` outside 1..1000 or a negative ``offset`` is InvalidRequestError."""
+    root = await new_checkpoint(store, "root")
+    with pytest.raises(InvalidRequestError, match=field):
+        await store.get_lineage(root.id, limit=limit, offset=offset)
 
 
 async def test_parent_that_never_existed(store: Store) -> None:

@@ -1,9 +1,11 @@
-"""Opening a store: unusual paths, missing directories."""
+"""Opening a store: unusual paths, missing directories, the modes of the files it creates."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import stat
 import threading
 import warnings
 from pathlib import Path
@@ -36,6 +38,22 @@ async def test_a_missing_directory_is_a_config_error_naming_the_path(tmp_path: P
     with pytest.raises(ConfigError, match=r"database_path.*nowhere.*cannot open"):
         await manager.open()
     assert not path.parent.exists()
+
+
+async def test_a_new_database_and_its_wal_and_shm_are_private_under_umask_022(
+    tmp_path: Path,
+) -> None:
+    """Created under umask 022 (which leaves files 0644), the database, -wal and -shm are 0600."""
+    path = tmp_path / "cp.db"
+    previous = os.umask(0o022)
+    try:
+        async with CheckpointManager(database_path=str(path)) as manager:
+            await manager.create(name="a", session_id="s", snapshot={"x": 1}, branches=[])
+            files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+            modes = [stat.S_IMODE(file.stat().st_mode) for file in files]
+    finally:
+        os.umask(previous)
+    assert modes == [0o600, 0o600, 0o600]
 
 
 async def test_an_unclosed_manager_warns_when_collected(tmp_path: Path) -> None:

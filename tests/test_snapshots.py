@@ -7,7 +7,6 @@ import datetime
 import hashlib
 import math
 import random
-import time
 import tracemalloc
 import zlib
 from typing import Any
@@ -261,21 +260,22 @@ def zstd_bomb(size: int) -> bytes:
 def test_decompression_bomb_is_refused_without_inflating_it(
     algorithm: Compression, make_bomb: Any
 ) -> None:
-    """200 MB of zeros with a 1 MB limit is a TooLargeError, quickly and in bounded memory."""
+    """200 MB of zeros with a 1 MB limit is a TooLargeError, raised within bounded memory.
+
+    The bound on memory shows that the bomb was not inflated; how long the refusal takes is
+    measured in ``bench`` (``python -m bench --only refusals``), not asserted here.
+    """
     bomb = make_bomb(200 * MiB)
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         with pytest.raises(TooLargeError, match="decompressed snapshot") as caught:
             decompress(bomb, algorithm, limit=MiB)
-        elapsed = time.perf_counter() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert caught.value.size > MiB
     assert caught.value.limit == MiB
     assert peak < 20 * MiB
-    assert elapsed < 1.0
 
 
 def with_declared_size(frame: bytes, declared: int) -> bytes:

@@ -389,8 +389,8 @@ async def test_a_tampered_encrypted_blob_is_invalid_and_named(
 
 async def test_a_wrong_key_is_reported_not_raised(open_manager: OpenManager) -> None:
     """Reopened with another key, an encrypted checkpoint validates as invalid, without raising."""
-    first = await open_manager(enable_encryption=True, encryption_key=TEST_KEY)
-    secret = await make(first, "secret", snapshot=HEALTHY)
+    first = await open_manager(encryption_key=TEST_KEY)  # encrypting per checkpoint
+    secret = await make(first, "secret", snapshot=HEALTHY, encrypted=True)
     plain = await make(first, "plain", snapshot=HEALTHY, encrypted=False)
     await first.close()
 

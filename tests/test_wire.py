@@ -506,11 +506,27 @@ async def test_lineage_answers_ancestors_and_descendants(wire: Wire) -> None:
     child = await wire.create(name="child", metadata={"parentCheckpoint": root["id"]})
     grandchild = await wire.create(name="grand", metadata={"parentCheckpoint": child["id"]})
     middle = await wire.ok("lineage", {"id": child["id"]})
-    assert set(middle) == {"ancestors", "descendants"}
+    assert set(middle) == {"ancestors", "descendants", "next"}
     assert [cp["id"] for cp in middle["ancestors"]] == [root["id"]]
     assert [cp["id"] for cp in middle["descendants"]] == [grandchild["id"]]
+    assert middle["next"] is None
     top = await wire.ok("lineage", {"id": root["id"]})
     assert [cp["id"] for cp in top["descendants"]] == [child["id"], grandchild["id"]]
+
+
+async def test_lineage_pages_with_limit_and_offset(wire: Wire) -> None:
+    """``lineage`` with ``limit`` answers that many of each list and ``next``, the ``offset``
+    of the following page (null at the end); a limit over 1000 is a 400."""
+    root = await wire.create(name="root")
+    child = await wire.create(name="child", metadata={"parentCheckpoint": root["id"]})
+    grandchild = await wire.create(name="grand", metadata={"parentCheckpoint": child["id"]})
+    first = await wire.ok("lineage", {"id": root["id"], "limit": 1})
+    assert ([cp["id"] for cp in first["descendants"]], first["next"]) == ([child["id"]], 1)
+    last = await wire.ok("lineage", {"id": root["id"], "limit": 1, "offset": 1})
+    assert ([cp["id"] for cp in last["descendants"]], last["next"]) == ([grandchild["id"]], None)
+    refused = await wire.fail("lineage", {"id": root["id"], "limit": 1001})
+    assert (refused.status, refused.code) == (400, "invalid")
+    assert "limit" in refused.message
 
 
 async def test_diff_answers_changes(wire: Wire) -> None:
@@ -545,10 +561,18 @@ async def test_history_pages_with_next(wire: Wire) -> None:
 
 
 async def test_verify_answers_ok_and_the_count(wire: Wire) -> None:
-    """``verify`` answers ``{ok, events, firstBadSeq}`` for an intact log."""
+    """``verify`` answers ``{ok, events, firstBadSeq}`` and the signed head: the store holds a
+    key, the first group was signed, the clock stood still since (so the second was not)."""
     await wire.create()
     await wire.create()
-    assert await wire.ok("verify", {}) == {"ok": True, "events": 2, "firstBadSeq": None}
+    assert await wire.ok("verify", {}) == {
+        "ok": True,
+        "events": 2,
+        "firstBadSeq": None,
+        "signedSeq": 1,
+        "unsignedTail": 1,
+        "problem": None,
+    }
 
 
 async def test_rebuild_answers_the_events_replayed(wire: Wire) -> None:

@@ -211,6 +211,17 @@ def test_encode_decode_round_trip(encoding: str, value: dict[str, Any]) -> None:
     assert wire.decode(wire.encode(value, encoding), encoding) == value
 
 
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@given(value=json_objects, items=st.lists(json_objects, max_size=4))
+def test_encoding_in_pieces_gives_the_same_bytes(
+    encoding: str, value: dict[str, Any], items: list[dict[str, Any]]
+) -> None:
+    """``encode_in_pieces`` (a reply built one value and one list item at a time) gives the
+    bytes ``encode`` gives, in either encoding."""
+    reply = {**value, "items": items, "page": (1, Colour.RED)}
+    assert wire.encode_in_pieces(reply, encoding) == wire.encode(reply, encoding)
+
+
 def test_json_is_compact_utf8() -> None:
     """JSON bodies are compact and carry non-ASCII text as UTF-8, not escapes."""
     assert wire.encode({"a": [1, "é"]}, wire.JSON) == '{"a":[1,"é"]}'.encode()

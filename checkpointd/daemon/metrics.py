@@ -13,9 +13,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from checkpointd.manager import CheckpointManager
+if TYPE_CHECKING:  # the manager imports this module for its own metrics()
+    from checkpointd.manager import CheckpointManager
 
 _SAMPLES = 10_000  # latencies kept per endpoint per interval (the newest)
 

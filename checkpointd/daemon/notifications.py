@@ -1,7 +1,7 @@
 """Notifications: what a committed command tells subscribers, on which subject.
 
 Pure: turns the writer's committed commands and their events into ``(subject, body)`` pairs.
-Subjects are ``<prefix>.events.<type>.<session token>`` (DESIGN section 6); bodies are
+Subjects are ``<prefix>.events.<type>.<session token>`` (docs/protocol.md); bodies are
 ``{seq, id, type, at, checkpointId, sessionId, data}``, always JSON.
 """
 
@@ -54,7 +54,7 @@ def _body(command: cmd.Command, event: EventRecord) -> dict[str, Any] | None:
         checkpoint_id = data["checkpointId"]
         data = {
             "state": command.merged_state,
-            "conflicts": data["conflicts"],
+            "conflicts": list(command.conflicts),  # with values: the log keeps only paths
             "backupCheckpointId": data["backupCheckpointId"],
             "strategy": data["strategy"],
             "checksum": data["checksum"],

@@ -1,7 +1,8 @@
 """``checkpointd serve``: the store, the NATS service and their background loops, supervised.
 
 Start-up order: open the store (which takes the database's writer lock), start the embedded
-nats-server (when no URL is set), connect, serve, then tell systemd ``READY=1``.
+nats-server (when no URL is set), connect, make sure no other store is served on the subject
+prefix (``discovery``: exit 78 if one is), serve, then tell systemd ``READY=1``.
 SIGTERM/SIGINT/SIGHUP: ``STOPPING=1``, stop taking requests, answer those in flight, publish
 what was committed, drain the connection, close the store, stop the embedded server, exit 0 —
 within ``shutdown_timeout``.
@@ -23,12 +24,15 @@ import structlog
 from nats.aio.client import Client
 
 from checkpointd import __version__, transport
+from checkpointd.daemon import nats_auth
+from checkpointd.daemon.discovery import check_prefix
 from checkpointd.daemon.embedded import EmbeddedNats
 from checkpointd.daemon.metrics import MetricsCollector
 from checkpointd.daemon.service import CheckpointService
 from checkpointd.daemon.settings import NatsSettings, Settings
 from checkpointd.daemon.systemd import notify, watchdog_interval
 from checkpointd.errors import CheckpointError, ConfigError, DatabaseInUseError, UnavailableError
+from checkpointd.loops import every
 from checkpointd.manager import CheckpointManager
 from checkpointd.transport import barrier, safe_url
 
@@ -76,28 +80,6 @@ async def connect(
         password=settings.password,
         tls=tls_context(settings),
     )
-
-
-async def every(
-    interval: float, step: Callable[[], Awaitable[object]], what: str, *, now: bool = False
-) -> None:
-    """Run ``step`` every ``interval`` seconds (first at once if ``now``) until cancelled.
-
-    A failing step is logged and the loop goes on.
-    """
-    first = True
-    while True:
-        if not (first and now):
-            await asyncio.sleep(interval)
-        first = False
-        try:
-            await step()
-        except asyncio.CancelledError:
-            raise
-        except CheckpointError as exc:
-            log.warning(f"{what} failed", code=exc.code, error=exc.message)
-        except Exception:
-            log.exception(f"{what} failed")
 
 
 class Daemon:
@@ -188,16 +170,20 @@ class Daemon:
         settings = self.settings
         state = _make_directories(settings)
         # The store first: its lock says at once whether another daemon serves this database.
-        manager = CheckpointManager(settings.engine)
+        # The daemon runs the cleanup loop itself, once its service publishes what expires.
+        manager = CheckpointManager(settings.engine, cleanup_loop=False)
         await manager.open()
         stack.push_async_callback(manager.close)
         url = settings.nats.url
         if url is None:
+            for warning in nats_auth.warnings(settings.nats):
+                log.warning("insecure setting", warning=warning)
             embedded = await EmbeddedNats.start(
                 state / "nats",
                 host=settings.nats.embedded_host,
                 port=settings.nats.embedded_port,
                 max_payload=settings.nats.embedded_max_payload,
+                authorization=nats_auth.embedded_authorization(settings.nats),
             )
             stack.push_async_callback(embedded.stop)
             url = embedded.url
@@ -215,6 +201,12 @@ class Daemon:
         )
         self._nc, self._status = nc, f"STATUS=serving on {safe_url(url)}"
         stack.push_async_callback(_drain, nc)
+        # Another store on this prefix would get half the writes: refuse (78) before serving.
+        try:
+            await check_prefix(nc, settings.nats.subject_prefix, await manager.store_id())
+        except ConfigError:
+            self.request_stop(EXIT_CONFIG)  # closing the connection now is no lost connection
+            raise
         service = CheckpointService(
             manager,
             nc,
@@ -222,6 +214,9 @@ class Daemon:
             queue_group=settings.nats.queue_group,
             max_inflight=settings.daemon.max_inflight,
             transfer_ttl=settings.daemon.transfer_ttl,
+            transfer_idle_timeout=settings.daemon.transfer_idle_timeout,
+            max_uploads=settings.daemon.max_uploads,
+            max_uploads_per_connection=settings.daemon.max_uploads_per_connection,
         )
         await service.start()
         stack.push_async_callback(service.stop)
@@ -302,6 +297,8 @@ class Daemon:
 def _make_directories(settings: Settings) -> Path:
     """The state directory and the database's directory (the daemon creates what it names).
 
+    Those it creates are its owner's alone (0700); existing ones keep their mode.
+
     Raises:
         ConfigError: one cannot be created.
     """
@@ -309,7 +306,7 @@ def _make_directories(settings: Settings) -> Path:
     database = Path(settings.engine.database_path).parent
     for key, directory in (("state_directory", state), ("database_path", database)):
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
             reason = f"cannot create {directory}: {exc.strerror}"
             raise ConfigError(key, str(directory), reason) from None

@@ -34,8 +34,10 @@ from checkpointd.daemon.endpoints import ENDPOINTS, WRITES
 from checkpointd.daemon.metrics import RequestMetrics
 from checkpointd.daemon.notifications import Outgoing, notifications, without_state
 from checkpointd.daemon.transfers import Transfers
+from checkpointd.daemon.uploads import connection_of
 from checkpointd.errors import CheckpointError, InternalError, InvalidRequestError
 from checkpointd.manager import CheckpointManager
+from checkpointd.sizing import looks_big
 from checkpointd.storage.writer import Committed
 from checkpointd.transport import barrier
 
@@ -45,6 +47,7 @@ SERVICE_NAME = "checkpointd"
 DESCRIPTION = "Checkpoints of agent-session and workflow state: create, restore, search, audit."
 _PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _HEADROOM = 1024  # bytes kept free for headers in a download chunk
+_DECODE_ON_LOOP = 64 * 1024  # the biggest request body decoded on the event loop
 _NOTIFY_BACKLOG = 100_000
 _SWEEP_INTERVAL = 30.0
 
@@ -64,6 +67,9 @@ class CheckpointService:
         queue_group: str = SERVICE_NAME,
         max_inflight: int = 256,
         transfer_ttl: float = 300.0,
+        transfer_idle_timeout: float = 10.0,
+        max_uploads: int = 256,
+        max_uploads_per_connection: int = 16,
     ) -> None:
         if not _PREFIX.fullmatch(prefix):
             raise InvalidRequestError(f"subject prefix {prefix!r} must be dot-separated tokens")
@@ -72,10 +78,14 @@ class CheckpointService:
         self._prefix = prefix
         self._queue_group = queue_group
         self._slots = asyncio.Semaphore(max_inflight)
-        limit = manager.config.max_checkpoint_size
-        self._transfers = Transfers(
-            max_body=2 * limit + 1024 * 1024, max_total=max(4 * limit, 256 << 20), ttl=transfer_ttl
+        self._transfers = Transfers.sized_for(
+            manager.config.max_checkpoint_size,
+            max_uploads=max_uploads,
+            max_uploads_per_connection=max_uploads_per_connection,
+            idle_timeout=transfer_idle_timeout,
+            ttl=transfer_ttl,
         )
+        self._sweep_interval = min(_SWEEP_INTERVAL, transfer_idle_timeout)
         self._service: Service | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         # One entry per COMMIT (its notifications in seq order); ``_backlog`` counts the
@@ -97,10 +107,17 @@ class CheckpointService:
         return {
             "inflight": len(self._inflight),
             "notifications": {"backlog": self._outbox.qsize(), "dropped": self._dropped},
+            "transfers": self._transfers.figures(),
         }
 
     async def start(self) -> Self:
-        """Register the service and its endpoints, and start publishing notifications."""
+        """Register the service and its endpoints, and start publishing notifications.
+
+        ``$SRV.INFO`` carries the store's id and the prefix in its metadata (``store_id``,
+        ``prefix``), so a second store on the same prefix can be found (``checkpointd serve``
+        looks before it starts serving).
+        """
+        store_id = await self._manager.store_id()
         loop = asyncio.get_running_loop()
         self._publisher = loop.create_task(self._publish_loop())
         self._sweeper = loop.create_task(self._sweep_loop())
@@ -110,6 +127,7 @@ class CheckpointService:
             name=SERVICE_NAME,
             version=__version__,
             description=DESCRIPTION,
+            metadata={"store_id": store_id, "prefix": self._prefix},
             queue_group=self._queue_group,
         )
         self._service = service
@@ -183,10 +201,14 @@ class CheckpointService:
             upload = headers.get(wire.UPLOAD)
             if upload is not None:
                 body = self._transfers.take(upload)
-            data = wire.decode(body, encoding)
+            data = await _decoded(body, encoding)
             key = headers.get(wire.MSG_ID) if verb in WRITES else None
             result = await ENDPOINTS[verb](self._manager, data, key)
-            return wire.encode(result, encoding), {wire.CONTENT_TYPE: encoding}
+            if looks_big(result):
+                reply = await asyncio.to_thread(wire.encode_in_pieces, result, encoding)
+            else:
+                reply = wire.encode(result, encoding)
+            return reply, {wire.CONTENT_TYPE: encoding}
 
         await self._answer(msg, verb, work)
 
@@ -247,7 +269,8 @@ class CheckpointService:
             upload, chunk = headers.get(wire.UPLOAD), headers.get(wire.CHUNK)
             if upload is None or chunk is None:
                 raise InvalidRequestError(f"upload needs {wire.UPLOAD} and {wire.CHUNK} headers")
-            self._transfers.add_chunk(upload, chunk, msg.data)
+            # A connection's uploads in progress are bounded; its reply inbox names it.
+            self._transfers.add_chunk(upload, chunk, msg.data, connection=connection_of(msg.reply))
             return b"{}", {wire.CONTENT_TYPE: wire.JSON}
 
         await self._answer(msg, "upload", work)
@@ -268,7 +291,7 @@ class CheckpointService:
     async def _sweep_loop(self) -> None:
         """Free abandoned transfers even when no other transfer comes along."""
         while True:
-            await asyncio.sleep(_SWEEP_INTERVAL)
+            await asyncio.sleep(self._sweep_interval)
             self._transfers.expire()
 
     # -- notifications -------------------------------------------------------------------
@@ -309,16 +332,16 @@ class CheckpointService:
                 self._outbox.task_done()
 
     async def _publish(self, notification: Outgoing) -> None:
-        body = _json(notification.body)
+        body = await _json_off_loop_if_big(notification.body)
         limit = self._nc.max_payload
         if len(body) > limit and "state" in notification.body["data"]:
             offer = self._transfers.offer(
-                _json(notification.body["data"]["state"]), limit - _HEADROOM
+                await _json_off_loop_if_big(notification.body["data"]["state"]), limit - _HEADROOM
             )
             body = _json(without_state(notification.body, offer.to_wire()))
         if len(body) > limit:
             # Still too big (large metadata or conflicts): the whole data goes by download.
-            data = _json(notification.body["data"])
+            data = await _json_off_loop_if_big(notification.body["data"])
             offer = self._transfers.offer(data, limit - _HEADROOM)
             body = _json({**notification.body, "data": {"dataDownload": offer.to_wire()}})
         await self._nc.publish(notification.subject, body)
@@ -352,3 +375,20 @@ _DUMPS = compact_dumps(sort_keys=False)
 
 def _json(value: Mapping[str, Any]) -> bytes:
     return _DUMPS(value).encode()
+
+
+async def _json_off_loop_if_big(value: Mapping[str, Any]) -> bytes:
+    """``_json(value)``, on a worker thread when big (a restore's state is snapshot-sized)."""
+    if looks_big(value):
+        return await asyncio.to_thread(_json, value)
+    return _json(value)
+
+
+async def _decoded(body: bytes, encoding: str) -> dict[str, Any]:
+    """A request body as an object; a big one is decoded on a worker thread.
+
+    Raises InvalidRequestError (see ``wire.decode``).
+    """
+    if len(body) > _DECODE_ON_LOOP:
+        return await asyncio.to_thread(wire.decode, body, encoding)
+    return wire.decode(body, encoding)

@@ -17,6 +17,7 @@ from typing import Any
 
 from checkpointd import faults
 from checkpointd.config import Config, check_type
+from checkpointd.daemon.nats_auth import embedded_authorization, public_nkey
 from checkpointd.errors import ConfigError
 from checkpointd.snapshots.crypto import check_secret
 from checkpointd.transport import safe_url
@@ -67,6 +68,7 @@ class NatsSettings:
     embedded_host: str = "127.0.0.1"
     embedded_port: int = 4222
     embedded_max_payload: int = 1024 * 1024
+    embedded_allow_anonymous: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -101,6 +103,9 @@ class DaemonSettings:
     shutdown_timeout: float = 10.0
     max_inflight: int = 256
     transfer_ttl: float = 300.0
+    transfer_idle_timeout: float = 10.0
+    max_uploads: int = 256
+    max_uploads_per_connection: int = 16
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -113,11 +118,12 @@ class DaemonSettings:
         if self.log_format not in _LOG_FORMATS:
             reason = f"must be one of {', '.join(_LOG_FORMATS)}"
             raise ConfigError("log_format", self.log_format, reason)
-        for key in ("shutdown_timeout", "transfer_ttl"):
+        for key in ("shutdown_timeout", "transfer_ttl", "transfer_idle_timeout"):
             if getattr(self, key) <= 0:
                 raise ConfigError(key, getattr(self, key), "must be positive")
-        if self.max_inflight < 1:
-            raise ConfigError("max_inflight", self.max_inflight, "must be at least 1")
+        for key in ("max_inflight", "max_uploads", "max_uploads_per_connection"):
+            if getattr(self, key) < 1:
+                raise ConfigError(key, getattr(self, key), "must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +144,6 @@ class Settings:
             for name, value in asdict(section).items():
                 key = prefix + name
                 values[key] = _mask(key, value) if masked else value
-        if masked and values["nats.url"] is not None:
-            values["nats.url"] = safe_url(values["nats.url"], mask=_MASK)
         return values
 
     def to_toml(self) -> str:
@@ -168,7 +172,8 @@ def load(
 
     Raises:
         SettingsError: the file is unreadable or not TOML; a key is unknown; a value has the wrong
-            type or is out of range; a key or credentials file cannot be read.
+            type or is out of range; a key or credentials file cannot be read; the embedded
+            nats-server cannot apply the authentication settings (``nats_auth``).
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -208,6 +213,9 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise SettingsError(source, "--config", path, f"cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(source, "--config", path, f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes strings after parsing, unguarded
+        reason = f"not UTF-8 text (byte {exc.object[exc.start]:#04x})"
+        raise SettingsError(source, "--config", path, reason) from None
     flat: dict[str, Any] = {}
     for key, value in document.items():
         if key == "nats":
@@ -305,11 +313,17 @@ def _check_secrets(engine: Config, nats: NatsSettings) -> None:
         path = getattr(nats, key)
         if path is not None and not os.access(path, os.R_OK):
             raise ConfigError(f"nats.{key}", path, "cannot read the file")
+    if nats.url is None:
+        embedded_authorization(nats)  # what the embedded server cannot apply is refused now
+    elif nats.nkey_seed_file is not None:
+        public_nkey(nats.nkey_seed_file)  # nats-py cannot sign with it without nkeys either
 
 
 def _mask(key: str, value: Any) -> Any:
     if key in _SECRETS and value not in (None, (), ""):
         return _MASK
+    if key == "nats.url" and isinstance(value, str):
+        return safe_url(value, mask=_MASK)
     return value
 
 

@@ -9,8 +9,10 @@ Download (daemon to client): a reply too big to send is an empty body with heade
 ``Checkpointd-Download: <id>``, ``-Size``, ``-Chunks`` and ``-Sha256``; the client asks
 ``<prefix>.download`` for ``{"id": ..., "index": i}`` and gets the raw bytes of chunk ``i``.
 
-Everything is held in memory, bounded in total bytes, and dropped after ``ttl`` seconds; a
-download is dropped once its last chunk was served.
+Everything is held in memory. Uploads and downloads have a memory budget each, so uploads
+nobody finishes cannot make replies fail. Uploads are bounded per connection and in total and
+dropped when idle (``checkpointd.daemon.uploads``); a download is dropped once its last chunk
+was served, or ``ttl`` seconds after it was offered.
 """
 
 from __future__ import annotations
@@ -18,18 +20,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Self
 
-from checkpointd.errors import InvalidRequestError, NotFoundError, TooLargeError, UnavailableError
-
-
-@dataclass(slots=True)
-class _Upload:
-    count: int
-    chunks: dict[int, bytes] = field(default_factory=dict)
-    size: int = 0
-    born: float = 0.0
+from checkpointd.daemon.uploads import MIN_CHUNK_COST, UploadLimits, Uploads
+from checkpointd.errors import InvalidRequestError, NotFoundError, UnavailableError
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,85 +44,44 @@ class Download:
 class _Offer:
     body: bytes
     chunk_size: int
+    born: float
     served: set[int] = field(default_factory=set)
-    born: float = 0.0
 
 
-class Transfers:
-    """The in-memory store of uploads in progress and downloads on offer."""
+class Downloads:
+    """The downloads on offer, bounded in bytes and dropped ``ttl`` seconds after the offer."""
 
-    def __init__(
-        self,
-        *,
-        max_body: int,
-        max_total: int,
-        ttl: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._max_body = max_body
-        self._max_total = max_total
+    def __init__(self, *, max_bytes: int, ttl: float, clock: Callable[[], float]) -> None:
+        self._max_bytes = max_bytes
         self._ttl = ttl
         self._clock = clock
-        self._uploads: dict[str, _Upload] = {}
-        self._offers: dict[str, _Offer] = {}
+        # Oldest first: offers are added in the order they are born, so expiry pops the front.
+        self._offers: OrderedDict[str, _Offer] = OrderedDict()
         self._held = 0
 
-    # -- uploads -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._offers)
 
-    def add_chunk(self, upload_id: str, chunk: str, data: bytes) -> None:
-        """Store one chunk (``chunk`` is ``"<index>/<count>"``). Raises InvalidRequestError,
-        TooLargeError (the body would pass ``max_body``), UnavailableError (memory bound)."""
-        self._expire()
-        index, count = _chunk_position(chunk)
-        if not 0 < len(upload_id) <= 64:
-            raise InvalidRequestError("upload id must be 1..64 characters", field="upload")
-        upload = self._uploads.get(upload_id) or _Upload(count, born=self._clock())
-        if count != upload.count:
-            raise InvalidRequestError(
-                f"upload {upload_id!r} has {upload.count} chunks, not {count}"
-            )
-        previous = upload.chunks.get(index)
-        grown = len(data) - (0 if previous is None else len(previous))
-        if upload.size + grown > self._max_body:
-            self._drop_upload(upload_id)
-            raise TooLargeError("upload", upload.size + grown, self._max_body)
-        self._reserve(grown)  # before the upload is registered: a refused chunk leaves nothing
-        self._uploads[upload_id] = upload
-        upload.chunks[index] = data
-        upload.size += grown
-
-    def take(self, upload_id: str) -> bytes:
-        """The assembled body of a complete upload, which is then forgotten."""
-        self._expire()
-        upload = self._uploads.get(upload_id)
-        if upload is None:
-            raise NotFoundError("upload", upload_id)
-        if len(upload.chunks) != upload.count:
-            missing = upload.count - len(upload.chunks)
-            raise InvalidRequestError(f"upload {upload_id!r} is missing {missing} chunk(s)")
-        body = b"".join(upload.chunks[i] for i in range(upload.count))
-        self._drop_upload(upload_id)
-        return body
-
-    def _drop_upload(self, upload_id: str) -> None:
-        upload = self._uploads.pop(upload_id, None)
-        if upload is not None:
-            self._held -= upload.size
-
-    # -- downloads -----------------------------------------------------------------------
+    @property
+    def held(self) -> int:
+        """Bytes held by the downloads on offer."""
+        return self._held
 
     def offer(self, body: bytes, chunk_size: int) -> Download:
         """Hold ``body`` for a chunked download. Raises UnavailableError (memory bound)."""
-        self._expire()
-        self._reserve(len(body))
+        now = self._clock()
+        self._expire(now)
+        if self._held + len(body) > self._max_bytes:
+            raise UnavailableError("too many large replies wait to be fetched; retry shortly")
         download_id = secrets.token_hex(16)
-        self._offers[download_id] = _Offer(body, chunk_size, born=self._clock())
+        self._offers[download_id] = _Offer(body, chunk_size, now)
+        self._held += len(body)
         chunks = max(1, -(-len(body) // chunk_size))
         return Download(download_id, len(body), chunks, hashlib.sha256(body).hexdigest())
 
     def chunk(self, download_id: str, index: int) -> bytes:
         """Chunk ``index`` of a download; the download is dropped once every chunk was served."""
-        self._expire()
+        self._expire(self._clock())
         offer = self._offers.get(download_id)
         if offer is None:
             raise NotFoundError("download", download_id)
@@ -135,40 +91,96 @@ class Transfers:
         offer.served.add(index)
         data = offer.body[start : start + offer.chunk_size]
         if len(offer.served) * offer.chunk_size >= len(offer.body):
-            self._offers.pop(download_id)
-            self._held -= len(offer.body)
+            self._drop(download_id)
         return data
 
-    # -- bounds --------------------------------------------------------------------------
+    def expire(self) -> None:
+        """Drop the downloads offered more than ``ttl`` seconds ago (every call does it too)."""
+        self._expire(self._clock())
 
-    @property
-    def held(self) -> int:
-        """Bytes held in uploads and downloads right now."""
-        return self._held
+    def _expire(self, now: float) -> None:
+        horizon = now - self._ttl
+        while self._offers:
+            download_id, offer = next(iter(self._offers.items()))
+            if offer.born >= horizon:
+                return
+            self._drop(download_id)
 
-    def _reserve(self, size: int) -> None:
-        if self._held + size > self._max_total:
-            raise UnavailableError("too many large transfers in progress; retry shortly")
-        self._held += size
+    def _drop(self, download_id: str) -> None:
+        self._held -= len(self._offers.pop(download_id).body)
+
+
+class Transfers:
+    """Uploads in progress and downloads on offer: what the service's endpoints call."""
+
+    def __init__(
+        self,
+        uploads: UploadLimits,
+        *,
+        download_bytes: int,
+        ttl: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.uploads = Uploads(uploads, clock)
+        self.downloads = Downloads(max_bytes=download_bytes, ttl=ttl, clock=clock)
+
+    @classmethod
+    def sized_for(
+        cls,
+        max_checkpoint_size: int,
+        *,
+        max_uploads: int = 256,
+        max_uploads_per_connection: int = 16,
+        idle_timeout: float = 10.0,
+        ttl: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Self:
+        """Transfers whose byte bounds follow from the largest snapshot accepted.
+
+        A request body may be ``2 * max_checkpoint_size + 1 MiB`` (an encoded snapshot and the
+        rest of the request). Uploads and downloads may each hold ``4 * max_checkpoint_size``
+        but at least 256 MiB; one connection's uploads a quarter of that, or one largest body.
+        """
+        max_body = 2 * max_checkpoint_size + (1 << 20)
+        budget = max(4 * max_checkpoint_size, 256 << 20)
+        limits = UploadLimits(
+            max_body=max_body,
+            max_bytes=budget,
+            max_uploads=max_uploads,
+            max_per_connection=max_uploads_per_connection,
+            # A body's last chunk may be charged up to MIN_CHUNK_COST more than its length.
+            max_connection_bytes=max(budget // 4, max_body + MIN_CHUNK_COST),
+            idle_timeout=idle_timeout,
+        )
+        return cls(limits, download_bytes=budget, ttl=ttl, clock=clock)
+
+    def add_chunk(self, upload_id: str, chunk: str, data: bytes, *, connection: str = "") -> None:
+        """``Uploads.add_chunk``."""
+        self.uploads.add_chunk(upload_id, chunk, data, connection=connection)
+
+    def take(self, upload_id: str) -> bytes:
+        """``Uploads.take``."""
+        return self.uploads.take(upload_id)
+
+    def offer(self, body: bytes, chunk_size: int) -> Download:
+        """``Downloads.offer``."""
+        return self.downloads.offer(body, chunk_size)
+
+    def chunk(self, download_id: str, index: int) -> bytes:
+        """``Downloads.chunk``."""
+        return self.downloads.chunk(download_id, index)
 
     def expire(self) -> None:
-        """Drop the transfers older than ``ttl`` (every other call does it too)."""
-        self._expire()
+        """Drop the idle uploads and the downloads past their ``ttl``."""
+        self.uploads.expire()
+        self.downloads.expire()
 
-    def _expire(self) -> None:
-        horizon = self._clock() - self._ttl
-        for upload_id in [k for k, u in self._uploads.items() if u.born < horizon]:
-            self._drop_upload(upload_id)
-        for download_id in [k for k, o in self._offers.items() if o.born < horizon]:
-            self._held -= len(self._offers.pop(download_id).body)
-
-
-def _chunk_position(chunk: str) -> tuple[int, int]:
-    try:
-        index_text, count_text = chunk.split("/")
-        index, count = int(index_text), int(count_text)
-    except ValueError:
-        raise InvalidRequestError("expected <index>/<count>", field="Checkpointd-Chunk") from None
-    if not (0 < count <= 100_000 and 0 <= index < count):
-        raise InvalidRequestError("chunk index or count out of range", field="Checkpointd-Chunk")
-    return index, count
+    def figures(self) -> dict[str, int]:
+        """What is held now, and how many chunks a bound refused, for the metrics document."""
+        return {
+            "uploads": len(self.uploads),
+            "uploadBytes": self.uploads.held,
+            "uploadChunksRefused": self.uploads.refused,
+            "downloads": len(self.downloads),
+            "downloadBytes": self.downloads.held,
+        }

@@ -56,6 +56,14 @@ class EventRecord:
         value: dict[str, Any] = msgpack.unpackb(self.data, raw=False)
         return value
 
+    def checksum_and_size(self) -> tuple[Any, Any]:
+        """The ``checksum`` and ``size`` the data records (None where missing or undecodable)."""
+        try:
+            data = self.payload()
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None, None
+        return (data.get("checksum"), data.get("size")) if isinstance(data, dict) else (None, None)
+
     def to_model(self) -> Event:
         return Event(
             seq=self.seq,

@@ -122,7 +122,9 @@ class Projector:
         self, conn: sqlite3.Connection, event: EventRecord, data: Mapping[str, Any]
     ) -> None:
         self._restores = True
-        sessions.state_restored(conn, event, data["stateId"], data["checkpointId"])
+        # A restore logged before its sources were recorded holds the restored checkpoint's.
+        sources = data.get("sources") or (data["checkpointId"],)
+        sessions.state_restored(conn, event, data["stateId"], data["checkpointId"], sources)
 
     def _write_sessions(self, conn: sqlite3.Connection) -> None:
         rows, self._sessions = list(self._sessions.values()), {}

@@ -14,6 +14,7 @@ from types import MappingProxyType
 __all__ = [
     "COLUMNS",
     "DEFAULT_ORDER_BY",
+    "LIST_COLUMNS",
     "MAX_DEPTH",
     "MAX_IN_ITEMS",
     "MAX_LENGTH",
@@ -72,5 +73,8 @@ COLUMNS: Mapping[str, Column] = MappingProxyType(
     }
 )
 """Wire name -> column. The only identifiers a filter or an ``orderBy`` may name."""
+
+LIST_COLUMNS: Mapping[str, Column] = MappingProxyType({"branches": Column("branches", Kind.JSON)})
+"""Wire name -> column holding a JSON array of strings: only ``value [NOT] IN <name>`` tests it."""
 
 DEFAULT_ORDER_BY = "timestamp DESC, seq DESC"

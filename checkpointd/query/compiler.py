@@ -19,6 +19,7 @@ from checkpointd.query.syntax import (
     And,
     ColumnRef,
     Comparison,
+    Contains,
     InList,
     IsNull,
     Literal,
@@ -80,6 +81,10 @@ class Compiler:
                 ref_sql = self._reference(ref)  # binds first: its '?' comes first
                 sql = ", ".join(self._value(value, ref, None) for value in values)
                 return f"{ref_sql} {'NOT ' if negated else ''}IN ({sql})"
+            case Contains(value, ref, negated):
+                member = self._member(value, ref)
+                rows = f"SELECT 1 FROM json_each({ref.column.sql}) WHERE value = {member}"
+                return f"{'NOT ' if negated else ''}EXISTS ({rows})"
             case Comparison(left, op, right, anchor):
                 left_sql = self._operand(left, anchor, op)
                 return f"{left_sql} {op.value} {self._operand(right, anchor, op)}"
@@ -109,6 +114,13 @@ class Compiler:
                 raise filter_error("a LIKE pattern must be a string", value.position)
             return self._bind(raw)
         return self._bind(_normalise(raw, against, value.position))
+
+    def _member(self, value: Value, ref: ColumnRef) -> str:
+        raw = self._resolve(value)
+        if not isinstance(raw, str):
+            message = f"{ref.name} holds strings; test it with a string, not {shown(raw)}"
+            raise filter_error(message, value.position)
+        return self._bind(raw)
 
     def _resolve(self, value: Value) -> ParamValue:
         if isinstance(value, Literal):

@@ -6,13 +6,21 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from checkpointd.query.columns import COLUMNS, MAX_DEPTH, MAX_IN_ITEMS, MAX_TERMS, Column
+from checkpointd.query.columns import (
+    COLUMNS,
+    LIST_COLUMNS,
+    MAX_DEPTH,
+    MAX_IN_ITEMS,
+    MAX_TERMS,
+    Column,
+)
 from checkpointd.query.diagnostics import filter_error, shown
 from checkpointd.query.syntax import (
     OPS,
     And,
     ColumnRef,
     Comparison,
+    Contains,
     InList,
     IsNull,
     Literal,
@@ -101,16 +109,31 @@ class Parser:
         if self._accept("NOT"):
             return self._negated_predicate(left)
         if self._accept("IN"):
-            return InList(_reference(left, "IN"), self._in_values(), negated=False)
+            return self._in(left, negated=False)
         if self._accept("LIKE"):
             return _comparison(left, Op.LIKE, self._operand())
         return _comparison(left, self._compare_op(), self._operand())
 
     def _negated_predicate(self, left: Operand) -> Node:
         if self._accept("IN"):
-            return InList(_reference(left, "NOT IN"), self._in_values(), negated=True)
+            return self._in(left, negated=True)
         self._expect_keyword("LIKE", "IN")
         return _comparison(left, Op.NOT_LIKE, self._operand())
+
+    def _in(self, left: Operand, *, negated: bool) -> Node:
+        """``reference [NOT] IN (values)``, or ``value [NOT] IN branches`` (list membership)."""
+        if isinstance(left, Literal | Param) and self._peek().kind is TokenKind.WORD:
+            return Contains(left, self._list_column(), negated)
+        what = "NOT IN" if negated else "IN"
+        return InList(_reference(left, what), self._in_values(), negated=negated)
+
+    def _list_column(self) -> ColumnRef:
+        token = self._next()
+        column = LIST_COLUMNS.get(token.text)
+        if column is None:
+            names = ", ".join(LIST_COLUMNS)
+            raise filter_error(f"after a value, IN takes a list column ({names})", token)
+        return ColumnRef(token.text, column, token.position)
 
     def _compare_op(self) -> Op:
         token = self._expect(TokenKind.OP, "a comparison operator, LIKE, IN or IS")
@@ -204,6 +227,9 @@ def _column(token: Token) -> Column:
     column = COLUMNS.get(token.text)
     if column is not None:
         return column
+    if token.text in LIST_COLUMNS:
+        message = f"{token.text} is a list: test it with ? IN {token.text} or ? NOT IN {token.text}"
+        raise filter_error(message, token)
     hint = next((name for name in COLUMNS if name.lower() == token.text.lower()), None)
     suffix = f"; did you mean {hint!r}?" if hint else ""
     raise filter_error(f"unknown column {shown(token.text)}{suffix}", token)
@@ -212,7 +238,8 @@ def _column(token: Token) -> Column:
 def _reference(operand: Operand, what: str) -> Reference:
     if isinstance(operand, ColumnRef | MetadataRef):
         return operand
-    raise filter_error(f"{what} needs a column or metadata->>'key' on its left", operand.position)
+    message = f"{what} needs a column or metadata->>'key' on its left (or, after a value, a list"
+    raise filter_error(f"{message} column: ? IN branches)", operand.position)
 
 
 def _negate(node: Node) -> Node:

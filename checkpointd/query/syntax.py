@@ -17,6 +17,7 @@ __all__ = [
     "And",
     "ColumnRef",
     "Comparison",
+    "Contains",
     "InList",
     "IsNull",
     "Literal",
@@ -95,6 +96,15 @@ class InList:
 
 
 @dataclass(frozen=True, slots=True)
+class Contains:
+    """``value [NOT] IN branches``: whether a list column holds the value."""
+
+    value: Value
+    ref: ColumnRef  # a column of LIST_COLUMNS
+    negated: bool
+
+
+@dataclass(frozen=True, slots=True)
 class IsNull:
     ref: Reference
     negated: bool
@@ -115,4 +125,4 @@ class Or:
     operands: tuple[Node, ...]
 
 
-Node: TypeAlias = Comparison | InList | IsNull | Not | And | Or
+Node: TypeAlias = Comparison | InList | Contains | IsNull | Not | And | Or

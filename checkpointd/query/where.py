@@ -4,6 +4,7 @@ Users filter list queries with a small SQL-like language and positional paramete
 
     metadata->>'feature' = ? AND compressed = 1
     timestamp < ? OR (name LIKE 'deploy-%' AND restoredFrom IS NOT NULL)
+    'main' IN branches AND ? NOT IN branches
 
 The grammar (keywords are case-insensitive, column names are the wire names, case-sensitive)::
 
@@ -14,18 +15,22 @@ The grammar (keywords are case-insensitive, column names are the wire names, cas
     predicate  = operand compare_op operand
                | operand [ "NOT" ] "LIKE" operand
                | reference [ "NOT" ] "IN" "(" value { "," value } ")"
+               | value [ "NOT" ] "IN" list_column
                | reference "IS" [ "NOT" ] "NULL"
     operand    = reference | value
     reference  = column | "metadata" "->>" string
+    list_column = "branches"
     value      = string | integer | float | "TRUE" | "FALSE" | "NULL" | "?"
     compare_op = "=" | "!=" | "<>" | "<" | "<=" | ">" | ">="
 
-A comparison needs a reference on at least one side. The text goes through a tokenizer
-(``tokens``), a recursive-descent parser that builds a small frozen AST (``parser``, ``syntax``)
-and a compiler (``compiler``). The guarantee: no character of the filter text or of a parameter
-reaches the SQL text. The SQL is assembled only from the package's constants (column names from
-``columns.COLUMNS``, operators, keywords) and ``?`` placeholders; every literal, parameter and
-metadata path is bound as a parameter.
+A comparison needs a reference on at least one side. ``value IN branches`` holds when the
+checkpoint's ``branches`` list contains the value (a string); ``branches`` can be named nowhere
+else. The text goes through a tokenizer (``tokens``), a recursive-descent parser that builds a
+small frozen AST (``parser``, ``syntax``) and a compiler (``compiler``). The guarantee: no
+character of the filter text or of a parameter reaches the SQL text. The SQL is assembled only
+from the package's constants (column names from ``columns.COLUMNS`` and ``LIST_COLUMNS``,
+operators, keywords) and ``?`` placeholders; every literal, parameter and metadata path is bound
+as a parameter.
 
 This module is the entry point: it also re-exports ``compile_order_by`` and the column table.
 """

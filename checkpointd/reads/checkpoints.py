@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import msgpack
 
-from checkpointd.errors import ConflictError, IntegrityError, InvalidRequestError, NotFoundError
+from checkpointd.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidRequestError,
+    NotFoundError,
+    TooLargeError,
+)
 from checkpointd.events import store
 from checkpointd.idempotency import Idempotency, decode_reply
 from checkpointd.models import Checkpoint, History, Lineage, Page
 from checkpointd.projections.checkpoints import COLUMNS
 from checkpointd.query.where import compile_order_by, compile_where
+from checkpointd.reads.lineage import MAX_LINEAGE, read_lineage
 from checkpointd.reads.search import SearchRequest, build_count_sql, build_sql, page_from_rows
 from checkpointd.requests import non_negative_int, text
 from checkpointd.rows import checkpoint_from_row
@@ -27,8 +33,9 @@ from checkpointd.storage.readers import ReaderPool
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 MAX_HISTORY = 1000
-# Snapshots bigger than this are decoded off the event loop.
-_OFFLOAD_BYTES = 256 * 1024
+# Snapshots bigger than this (decoded) are decoded off the event loop.
+OFFLOAD_BYTES = 256 * 1024
+_SIZE = COLUMNS.index("size")
 _FROM = " FROM checkpoints"
 _SELECT = f"SELECT {', '.join(COLUMNS)}{_FROM}"
 # Row and blob in one statement, so a concurrent delete is seen entirely or not at all.
@@ -41,6 +48,15 @@ _SELECT_WITH_BLOB = (
 
 def _row(values: Sequence[Any]) -> dict[str, Any]:
     return dict(zip(COLUMNS, values, strict=True))
+
+
+def decodes_off_loop(stored_size: int, size: int | None) -> bool:
+    """Whether a blob is decoded on a worker thread rather than on the event loop.
+
+    Decided by the recorded (decoded) ``size``, not the stored one: 1 KB of zstd or gzip can
+    expand to megabytes. A blob whose size was not recorded is always decoded off the loop.
+    """
+    return size is None or max(stored_size, size) > OFFLOAD_BYTES
 
 
 def page_bounds(page: Any, page_size: Any) -> tuple[int, int]:
@@ -57,10 +73,19 @@ def page_bounds(page: Any, page_size: Any) -> tuple[int, int]:
 class ReadModel:
     """Queries over the projections; snapshots decoded and verified on the way out."""
 
-    def __init__(self, readers: ReaderPool, codec: SnapshotCodec, *, verify_checksums: bool):
+    def __init__(
+        self,
+        readers: ReaderPool,
+        codec: SnapshotCodec,
+        *,
+        verify_checksums: bool,
+        max_page_snapshots: int,
+    ):
         self.readers = readers
         self.codec = codec
         self._verify = verify_checksums
+        # The most snapshot bytes (recorded sizes) one list page may carry.
+        self._max_page_snapshots = max_page_snapshots
 
     async def get(self, checkpoint_id: str, *, include_snapshot: bool) -> Checkpoint | None:
         checkpoint_id = text(checkpoint_id, "id")
@@ -78,15 +103,33 @@ class ReadModel:
         row = _row(values[:-1])
         return checkpoint_from_row(row, snapshot=await self.decode(row, values[-1]))
 
-    async def decode(self, row: Mapping[str, Any], blob: bytes | None) -> dict[str, Any]:
-        """The snapshot of a view row from its blob; IntegrityError if missing or damaged."""
-        checkpoint_id = row["id"]
+    def _checkpoints(self, rows: Sequence[Sequence[Any]]) -> tuple[Checkpoint, ...]:
+        """Checkpoints from view rows with their blobs, decoded and verified here and now."""
+        found = []
+        for values in rows:
+            row = _row(values[:-1])
+            snapshot = self._open(row["id"], values[-1], row["checksum"], row["size"])
+            found.append(checkpoint_from_row(row, snapshot=snapshot))
+        return tuple(found)
+
+    def _open(
+        self, checkpoint_id: str, blob: bytes | None, checksum: str, size: int
+    ) -> dict[str, Any]:
         if blob is None:
             raise IntegrityError("snapshot bytes are missing", checkpoint_id=checkpoint_id)
-        expected = row["checksum"] if self._verify else None
-        return await self._decode_blob(
-            checkpoint_id, bytes(blob), expected=expected, size=row["size"]
+        return self.codec.decode(
+            checkpoint_id,
+            bytes(blob),
+            expected_checksum=checksum if self._verify else None,
+            expected_size=size,
         )
+
+    async def decode(self, row: Mapping[str, Any], blob: bytes | None) -> dict[str, Any]:
+        """The snapshot of a view row from its blob; IntegrityError if missing or damaged."""
+        decode = functools.partial(self._open, row["id"], blob, row["checksum"], row["size"])
+        if decodes_off_loop(0 if blob is None else len(blob), row["size"]):
+            return await asyncio.to_thread(decode)
+        return decode()
 
     async def _decode_blob(
         self, key: str, blob: bytes, *, expected: str | None, size: int | None = None
@@ -94,7 +137,7 @@ class ReadModel:
         decode = functools.partial(
             self.codec.decode, key, blob, expected_checksum=expected, expected_size=size
         )
-        if len(blob) > _OFFLOAD_BYTES:
+        if decodes_off_loop(len(blob), size):
             return await asyncio.to_thread(decode)
         return decode()
 
@@ -166,20 +209,32 @@ class ReadModel:
         page_size: int,
         include_snapshot: bool,
     ) -> Page:
-        """One page of the checkpoints whose ``column`` equals ``value`` and match ``where``."""
+        """One page of the checkpoints whose ``column`` equals ``value`` and match ``where``.
+
+        With ``include_snapshot``, the page's snapshots may total at most the reader's
+        ``max_page_snapshots`` bytes (their recorded sizes); a bigger page raises TooLargeError
+        before any snapshot is read or decoded. A page of one is never refused.
+        """
         page, page_size = page_bounds(page, page_size)
         compiled = compile_where(where, params)
         order = compile_order_by(order_by)
         condition = f"{column} = ?" + (f" AND {compiled.sql}" if compiled.sql else "")
         args = (value, *compiled.params)
+        window = (*args, page_size, (page - 1) * page_size)
         count = f"SELECT count(*) FROM checkpoints WHERE {condition}"
-        select = _SELECT_WITH_BLOB if include_snapshot else _SELECT
+        page_sql = f" WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?"
+        columns, column_args = _SELECT.removesuffix(_FROM), tuple[Any, ...]()
+        if include_snapshot:
+            # The blobs come along only if the page's snapshots fit (the page's sizes summed
+            # by an uncorrelated subquery, computed once), so a page too big reads none.
+            fits = f"(SELECT sum(size) FROM (SELECT size{_FROM}{page_sql})) <= ? OR ? = 1"
+            blob = "(SELECT b.data FROM blobs b WHERE b.seq = checkpoints.seq)"
+            columns += f", CASE WHEN {fits} THEN {blob} END"
+            column_args = (*window, self._max_page_snapshots, page_size)
         # The total rides along as a last column (an uncorrelated subquery, computed once), so
-        # a page is one query on one reader thread and its rows and total agree.
+        # a page is one query on one reader thread and its rows, blobs and total agree.
         rows = await self.readers.fetchall(
-            f"{select.removesuffix(_FROM)}, ({count}){_FROM}"
-            f" WHERE {condition} ORDER BY {order} LIMIT ? OFFSET ?",
-            (*args, *args, page_size, (page - 1) * page_size),
+            f"{columns}, ({count}){_FROM}{page_sql}", (*column_args, *args, *window)
         )
         if rows:
             total = int(rows[0][-1])
@@ -188,8 +243,28 @@ class ReadModel:
         else:  # past the last page: no row carried the total
             total_row = await self.readers.fetchone(count, args)
             total = 0 if total_row is None else int(total_row[0])
-        items = [await self._checkpoint(v[:-1], include_snapshot=include_snapshot) for v in rows]
-        return Page(items=tuple(items), total=total, page=page, page_size=page_size)
+        rows = [v[:-1] for v in rows]
+        if include_snapshot:
+            items = await self._decoded_page(rows, page_size)
+        else:
+            items = tuple(checkpoint_from_row(_row(v), snapshot=None) for v in rows)
+        return Page(items=items, total=total, page=page, page_size=page_size)
+
+    async def _decoded_page(
+        self, rows: Sequence[Sequence[Any]], page_size: int
+    ) -> tuple[Checkpoint, ...]:
+        """The page's checkpoints with their snapshots; the whole page off the loop if big."""
+        size = sum(v[_SIZE] for v in rows)
+        if size > self._max_page_snapshots and page_size > 1:
+            raise TooLargeError(
+                f"a page of {len(rows)} snapshots",
+                size,
+                self._max_page_snapshots,
+                hint="lower pageSize, or leave snapshots out (includeSnapshot: false)",
+            )
+        if decodes_off_loop(sum(len(v[-1] or b"") for v in rows), size):
+            return await asyncio.to_thread(self._checkpoints, rows)
+        return self._checkpoints(rows)
 
     async def search(self, request: SearchRequest) -> Page:
         """One page of search results (see ``checkpointd.reads.search``)."""
@@ -230,44 +305,8 @@ class ReadModel:
         more = len(rows) > limit
         return History(events=events, next=events[-1].seq if more and events else None)
 
-    async def lineage(self, checkpoint_id: str) -> Lineage:
-        """Live ancestors and descendants, nearest first; follows links through deleted ones."""
-        checkpoint_id = text(checkpoint_id, "id")
-        up = await self._related(checkpoint_id, near="child", far="parent")
-        down = await self._related(checkpoint_id, near="parent", far="child")
-        return Lineage(ancestors=up, descendants=down)
-
-    async def _related(self, start: str, *, near: str, far: str) -> tuple[Checkpoint, ...]:
-        # The recursive CTE collects the reachable set (UNION stops at cycles, and there is no
-        # depth limit); distances are then computed from the fetched edges by BFS.
-        reach = (
-            f"WITH RECURSIVE reach(id) AS (SELECT ? UNION"
-            f" SELECT l.{far} FROM lineage l JOIN reach r ON l.{near} = r.id)"
-        )
-        edges = await self.readers.fetchall(
-            f"{reach} SELECT l.{near}, l.{far} FROM lineage l"
-            f" WHERE l.{near} IN (SELECT id FROM reach) ORDER BY l.seq",
-            (start,),
-        )
-        rows = await self.readers.fetchall(
-            f"{reach} {_SELECT} WHERE id IN (SELECT id FROM reach) AND id != ?", (start, start)
-        )
-        distance = _distances(start, edges)
-        found = [_row(values) for values in rows]
-        found.sort(key=lambda r: (distance.get(r["id"], 0), r["seq"]))
-        return tuple(checkpoint_from_row(r, snapshot=None) for r in found)
-
-
-def _distances(start: str, edges: Sequence[tuple[Any, ...]]) -> dict[str, int]:
-    neighbours: dict[str, list[str]] = {}
-    for a, b in edges:
-        neighbours.setdefault(a, []).append(b)
-    distance = {start: 0}
-    queue = deque([start])
-    while queue:
-        node = queue.popleft()
-        for nxt in neighbours.get(node, ()):
-            if nxt not in distance:
-                distance[nxt] = distance[node] + 1
-                queue.append(nxt)
-    return distance
+    async def lineage(
+        self, checkpoint_id: str, *, limit: int = MAX_LINEAGE, offset: int = 0
+    ) -> Lineage:
+        """A page of live ancestors and descendants, nearest first (see ``read_lineage``)."""
+        return await read_lineage(self.readers, checkpoint_id, limit=limit, offset=offset)

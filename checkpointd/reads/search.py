@@ -3,8 +3,9 @@
 User text becomes quoted terms (``checkpointd.search.terms``), so FTS syntax never reaches
 MATCH. The cost of a very common term is bounded: only the newest ``CANDIDATES`` text matches
 are considered (FTS5 walks its index newest-first and stops), then filtered and ranked, so
-``total`` counts at most that many. Without text, search lists the newest checkpoints matching
-the filters (at most ``CANDIDATES``).
+``total`` counts at most that many. Without text (an empty query, or ``*``), search lists the
+newest checkpoints matching the filters (at most ``CANDIDATES``); text without an indexable term
+(``:``, an emoji) matches nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ MAX_PAGE_SIZE = 1000
 _MAX_VALUES = 64
 _SORT_COLUMNS = {"timestamp": "c.timestamp", "name": "c.name", "size": "c.size"}
 _FIELDS = frozenset({"query", "limit", "filters", "sorting", "pagination"})
-_FILTERS = frozenset({"feature", "priority", "tags", "sessionId", "author", "dateRange"})
+_FILTERS = frozenset(
+    {"feature", "priority", "tags", "branches", "sessionId", "author", "dateRange"}
+)
+_LIST_ALL = frozenset({"", "*"})  # queries that list by the filters alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,7 @@ class SearchRequest:
     features: tuple[str, ...] = ()
     priorities: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    branches: tuple[str, ...] = ()
     session_id: str | None = None
     author: str | None = None
     date_from: datetime | None = None
@@ -70,6 +75,7 @@ class SearchRequest:
             features=_strings(filters.get("feature"), "filters.feature"),
             priorities=_priorities(filters.get("priority")),
             tags=_strings(filters.get("tags"), "filters.tags"),
+            branches=_strings(filters.get("branches"), "filters.branches"),
             session_id=_opt_text(filters.get("sessionId"), "filters.sessionId"),
             author=_opt_text(filters.get("author"), "filters.author"),
             date_from=_opt_time(date_range.get("from"), "dateRange.from"),
@@ -79,6 +85,11 @@ class SearchRequest:
             page=page,
             page_size=page_size,
         )
+
+    @property
+    def has_text(self) -> bool:
+        """Whether this is a text search (anything but an empty query or ``*``)."""
+        return self.query.strip() not in _LIST_ALL
 
 
 def build_sql(request: SearchRequest) -> tuple[str, list[Any]]:
@@ -105,6 +116,8 @@ def _matching(request: SearchRequest) -> tuple[str, str, list[Any], bool]:
     """``WITH hits AS (...)``, the outer filter, their arguments, and whether rows are scored."""
     conditions, args = _filters(request)
     match = build_match(request.query)
+    if match is None and request.has_text:  # text, but no term the index could hold
+        return "WITH hits AS (SELECT NULL AS seq, NULL AS score LIMIT 0)", "1", [], False
     if match is None:
         where = " AND ".join(conditions) or "1"
         hits = (
@@ -154,6 +167,9 @@ def _filters(request: SearchRequest) -> tuple[list[str], list[Any]]:
     for tag in request.tags:
         conditions.append("EXISTS (SELECT 1 FROM json_each(c.metadata, '$.tags') WHERE value = ?)")
         args.append(tag)
+    for branch in request.branches:
+        conditions.append("EXISTS (SELECT 1 FROM json_each(c.branches) WHERE value = ?)")
+        args.append(branch)
     for column, value in (("session_id", request.session_id), ("author", request.author)):
         if value is not None:
             conditions.append(f"c.{column} = ?")

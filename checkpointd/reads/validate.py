@@ -1,5 +1,7 @@
 """Validation of one stored snapshot: decrypt, decompress, re-checksum, re-size, check schema.
 
+The checksum and size the view row records are checked against the log's create event too:
+someone who rewrites a snapshot and its row to match must also rewrite the hash chain.
 Damage is reported in the ValidationReport, never raised, so one bad checkpoint can be
 diagnosed without affecting anything else.
 """
@@ -7,19 +9,63 @@ diagnosed without affecting anything else.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from checkpointd.errors import CheckpointError
+from checkpointd.events import store
+from checkpointd.events.types import EventRecord, EventType
 from checkpointd.results import ValidationReport
 from checkpointd.snapshots import SnapshotCodec, canonical_decode, checksum
 from checkpointd.snapshots.schema import check_snapshot_schema
+from checkpointd.storage.readers import ReaderPool
+
+
+async def create_event(readers: ReaderPool, row: Mapping[str, Any]) -> EventRecord | None:
+    """The log's event at a view row's ``seq``: the checkpoint's create event, if intact."""
+    found = await readers.fetchone(f"{store.SELECT} WHERE seq = ?", (row["seq"],))
+    return None if found is None else store.from_row(found)
 
 
 def validate_stored(
-    codec: SnapshotCodec, row: Mapping[str, Any], blob: bytes | None
+    codec: SnapshotCodec,
+    row: Mapping[str, Any],
+    blob: bytes | None,
+    created: EventRecord | None,
 ) -> ValidationReport:
-    """Check a view row's blob against the row's recorded checksum, size and the schema."""
-    return inspect_stored(codec, row, blob)[0]
+    """Check a view row's blob against the row's recorded checksum, size and the schema, and
+    the row's checksum and size against ``created`` (see ``create_event``)."""
+    report = inspect_stored(codec, row, blob)[0]
+    checksum_valid, size_matches, error = _against_log(row, created)
+    if error is None:
+        return report
+    return replace(
+        report,
+        is_valid=False,
+        checksum_valid=report.checksum_valid and checksum_valid,
+        size_matches=report.size_matches and size_matches,
+        errors=(error, *report.errors),
+    )
+
+
+def _against_log(
+    row: Mapping[str, Any], created: EventRecord | None
+) -> tuple[bool, bool, str | None]:
+    """Whether the row's checksum and size are its create event's, and the error if not."""
+    named = f"checkpoint {row['id']}:"
+    if created is None or created.type != EventType.CREATED or created.stream != row["id"]:
+        return False, False, f"{named} the log has no create event for it at seq {row['seq']}"
+    checksum, size = created.checksum_and_size()
+    checksum_valid, size_matches = checksum == row["checksum"], size == row["size"]
+    if checksum_valid and size_matches:
+        return True, True, None
+    error = (
+        f"{named} its view row records checksum {row['checksum']} and size {row['size']}, its"
+        f" create event (seq {created.seq}) {checksum} and {size}:"
+        " the row was edited (`checkpointd rebuild` restores it from the log; then validate"
+        " again to check the snapshot)"
+    )
+    return checksum_valid, size_matches, error
 
 
 def inspect_stored(

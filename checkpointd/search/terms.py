@@ -64,8 +64,8 @@ def build_match(query: str) -> MatchQuery | None:
 
     Returns:
         The expression and its terms, e.g. ``'"auth" "milest"*'`` for ``"auth milest"``; or
-        ``None`` when the text has no terms (``""``, ``"  "``, ``"***"``), so the caller lists
-        without full-text matching.
+        ``None`` when the text has no terms (``""``, ``"*"``, ``":"``, ``"🙂"``). The search
+        then lists by its filters for an empty text or ``*``, and matches nothing otherwise.
 
     Raises:
         InvalidRequestError: ``query`` is not a string, is longer than ``MAX_QUERY_CHARS``

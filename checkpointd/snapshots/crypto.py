@@ -15,7 +15,9 @@ import re
 from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from checkpointd.errors import ConfigError, IntegrityError, InvalidRequestError
@@ -81,7 +83,7 @@ class Keyring:
     keys kept so that snapshots sealed before a rotation stay readable. Immutable.
     """
 
-    __slots__ = ("_active_id", "_ciphers")
+    __slots__ = ("_active_id", "_ciphers", "_keys")
 
     def __init__(self, active: bytes | None, others: Sequence[bytes] = ()) -> None:
         """Build a keyring from raw 32-byte keys.
@@ -90,10 +92,12 @@ class Keyring:
             ConfigError: a key is not 32 bytes.
         """
         self._ciphers: dict[str, AESGCM] = {}
+        self._keys: dict[str, bytes] = {}
         for key in [*others, *([] if active is None else [active])]:
             if len(key) != KEY_SIZE:
                 raise ConfigError("encryption_key", _REDACTED, f"a key is {KEY_SIZE} bytes")
             self._ciphers[key_id(key)] = AESGCM(key)
+            self._keys[key_id(key)] = key
         self._active_id = None if active is None else key_id(active)
 
     @classmethod
@@ -115,6 +119,18 @@ class Keyring:
     def key_ids(self) -> frozenset[str]:
         """The ids of every key this keyring can open snapshots with."""
         return frozenset(self._ciphers)
+
+    def derive(self, purpose: bytes) -> dict[str, bytes]:
+        """A 32-byte key for another use from every key, by the id of the key it came from.
+
+        HKDF-SHA256 with ``purpose`` as its info label, so the derived keys say nothing about
+        the snapshot keys nor about keys derived for another purpose.
+        """
+        derived = {}
+        for kid, key in self._keys.items():
+            hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=purpose)
+            derived[kid] = hkdf.derive(key)
+        return derived
 
     def encrypt(self, plaintext: bytes, aad: bytes) -> tuple[str, bytes, bytes]:
         """Encrypt with the active key and a fresh random 96-bit nonce.

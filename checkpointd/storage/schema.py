@@ -147,9 +147,76 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         CREATE INDEX idempotency_at ON idempotency (at);
         """,
     ),
+    (
+        3,
+        "restore details in the state's blob row; restore states' source checkpoints",
+        """
+        -- A restore's conflicts and warnings quote values of both states: they are stored
+        -- sealed like the state (encrypted whenever a key is set), in the row that delete and
+        -- expiry remove, and the event keeps only their paths.
+        ALTER TABLE blobs ADD COLUMN details BLOB;
+
+        -- Every checkpoint whose values a restored state holds (the one restored, and those
+        -- behind the session's state it was merged with). Removing any of them removes the
+        -- state's blob row; ``session_id`` is the session the state was restored into.
+        CREATE TABLE restore_sources (
+            checkpoint_id TEXT NOT NULL,
+            seq           INTEGER NOT NULL,
+            session_id    TEXT NOT NULL,
+            PRIMARY KEY (checkpoint_id, seq)
+        ) WITHOUT ROWID;
+        CREATE INDEX restore_sources_seq ON restore_sources (seq);
+
+        -- A new view: empty them all, so that opening replays the log into every one of them.
+        DELETE FROM checkpoints;
+        DELETE FROM lineage;
+        DELETE FROM stats_counts;
+        UPDATE stats_totals SET checkpoints = 0, total_size = 0, stored_size = 0;
+        DELETE FROM sessions;
+        INSERT INTO checkpoints_fts (checkpoints_fts) VALUES ('delete-all');
+        DELETE FROM projection_position;
+        """,
+    ),
+    (
+        4,
+        "signed chain heads",
+        """
+        -- The head of the hash chain, signed with a key derived from the encryption key
+        -- (checkpointd.events.signing): ``hash`` is event ``seq``'s, ``mac`` authenticates
+        -- the row. Append-only like the events.
+        CREATE TABLE chain_heads (
+            seq    INTEGER PRIMARY KEY,
+            hash   BLOB NOT NULL,
+            key_id TEXT NOT NULL,
+            at     TEXT NOT NULL,
+            mac    BLOB NOT NULL
+        );
+        CREATE TRIGGER chain_heads_no_update BEFORE UPDATE ON chain_heads
+        BEGIN SELECT RAISE(ABORT, 'signed chain heads are append-only'); END;
+        CREATE TRIGGER chain_heads_no_delete BEFORE DELETE ON chain_heads
+        BEGIN SELECT RAISE(ABORT, 'signed chain heads are append-only'); END;
+        """,
+    ),
+    (
+        5,
+        "the store's id",
+        """
+        -- Written once, when the log is created (or first opened by a version that has it),
+        -- and never changed: the service advertises it, so two different stores served on
+        -- one subject prefix are told apart. A copy of the file keeps it.
+        INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
+        """,
+    ),
 )
 
-PROJECTION_TABLES = ("checkpoints", "lineage", "stats_totals", "stats_counts", "sessions")
+PROJECTION_TABLES = (
+    "checkpoints",
+    "lineage",
+    "stats_totals",
+    "stats_counts",
+    "sessions",
+    "restore_sources",
+)
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 from checkpointd.errors import (
@@ -38,7 +39,12 @@ READER_PRAGMAS = (
 
 
 def connect_writer(path: str, durability: str) -> sqlite3.Connection:
-    """The single writing connection: autocommit mode, transactions are explicit."""
+    """The single writing connection: autocommit mode, transactions are explicit.
+
+    A new database file is created 0600, its owner's alone, whatever the umask; SQLite gives
+    the ``-wal`` and ``-shm`` files the database file's mode. An existing file keeps its mode.
+    """
+    _create_private(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         for pragma in writer_pragmas(durability):
@@ -47,6 +53,17 @@ def connect_writer(path: str, durability: str) -> sqlite3.Connection:
         conn.close()
         raise translate(exc) from exc
     return conn
+
+
+def _create_private(path: str) -> None:
+    """Create ``path`` empty and 0600 unless it exists (an empty file is an empty database)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError:
+        # It exists (and keeps its mode), or sqlite3.connect meets the same problem (a missing
+        # directory) and reports it in the terms its callers translate.
+        return
+    os.close(fd)
 
 
 def translate(exc: sqlite3.Error) -> CheckpointError:

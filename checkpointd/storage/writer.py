@@ -9,6 +9,11 @@ A group runs start to finish in one synchronous call on the writer thread, so ca
 caller can never leave a transaction open: the caller stops waiting, the group still commits or
 rolls back as a whole. A caller's future is resolved only after COMMIT returned, so an
 acknowledged write is durable.
+
+A delete or expiry zeroes the snapshot's pages (``secure_delete``), but the WAL still holds the
+frames written before: ``WAL_TRUNCATE_DELAY`` seconds after a group that removed snapshots, the
+writer checkpoints the WAL into the database file and truncates it to zero bytes (retrying
+after the same delay while readers hold it), so the bytes leave the disk too.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import asyncio
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,9 +32,9 @@ import structlog
 from checkpointd import faults
 from checkpointd.commands import Command
 from checkpointd.errors import CheckpointError, InternalError, UnavailableError
-from checkpointd.events.types import EventRecord
+from checkpointd.events.types import EventRecord, EventType
 from checkpointd.handlers import CommandHandler, Outcome, PartialWriteError
-from checkpointd.storage.sqlite import translate
+from checkpointd.storage.sqlite import BUSY_TIMEOUT_MS, translate
 
 log = structlog.get_logger("checkpointd.writer")
 
@@ -38,6 +44,10 @@ CommitListener = Callable[[list[Committed]], None]
 """Called on the event loop after each COMMIT with each command and the events it appended,
 in commit (``seq``) order; commands that appended nothing are left out."""
 QUEUE_LIMIT = 10_000
+WAL_TRUNCATE_DELAY = 1.0
+"""Seconds from a group that removed snapshots to the WAL truncate (later ones join it)."""
+_TRUNCATE_BUSY_MS = 100  # how long the truncate waits for readers before trying again later
+_REMOVALS = frozenset({EventType.DELETED.value, EventType.EXPIRED.value})
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +90,13 @@ class GroupCommitWriter:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
+        self._truncate_at: float | None = None  # monotonic time the WAL truncate is due
 
     async def start(self) -> None:
         """Start the thread and open the connection on it."""
         self._loop = asyncio.get_running_loop()
+        # Once open: a WAL left by a crash may still hold frames of snapshots deleted before it.
+        self._truncate_at = time.monotonic() + WAL_TRUNCATE_DELAY
         self._thread = threading.Thread(target=self._run, name="checkpointd-writer", daemon=True)
         self._thread.start()
         self._handler = await self._exclusive(self._open_handler)
@@ -144,7 +157,7 @@ class GroupCommitWriter:
         handler = self._handler
         if handler is not None:
             # Queued behind every job already submitted, which therefore all commit first.
-            await self._exclusive(handler.conn.close)
+            await self._exclusive(handler.close)
         self._inbox.put(_Stop())
         await asyncio.to_thread(thread.join)
         self._handler = None
@@ -153,7 +166,7 @@ class GroupCommitWriter:
 
     def _run(self) -> None:
         while True:
-            item = self._inbox.get()
+            item = self._next()
             if isinstance(item, _Stop):
                 return
             if isinstance(item, _Exclusive):
@@ -172,11 +185,49 @@ class GroupCommitWriter:
                 group.append(nxt)
             outcomes = self._commit_group([job.command for job in group])
             faults.crash_point("after-commit-before-reply")
+            if self._handler is not None:
+                self._handler.sign_head()  # before the replies: an acknowledged head is signed
             self._call_soon(self._deliver, group, outcomes)
+            self._schedule_truncate(outcomes)
             if isinstance(pending, _Stop):
                 return
             if isinstance(pending, _Exclusive):
                 self._run_exclusive(pending)
+
+    def _next(self) -> _Item:
+        """The next item; while a WAL truncate is pending, run it when it falls due first."""
+        while self._truncate_at is not None:
+            try:
+                return self._inbox.get(timeout=max(0.0, self._truncate_at - time.monotonic()))
+            except queue.Empty:
+                self._truncate_wal()
+        return self._inbox.get()
+
+    def _schedule_truncate(self, outcomes: list[Outcome]) -> None:
+        removed = any(e.type in _REMOVALS for outcome in outcomes for e in outcome.events)
+        if removed and self._truncate_at is None:
+            self._truncate_at = time.monotonic() + WAL_TRUNCATE_DELAY
+        elif self._truncate_at is not None and time.monotonic() >= self._truncate_at:
+            self._truncate_wal()  # a writer that is never idle still truncates on time
+
+    def _truncate_wal(self) -> None:
+        """Checkpoint the WAL and truncate it; if readers hold it, try again after the delay."""
+        self._truncate_at = None
+        handler = self._handler
+        if handler is None or self._closing:
+            return  # closing the last connection checkpoints and removes the WAL anyway
+        conn = handler.conn
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_TRUNCATE_BUSY_MS}")
+            try:
+                busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error:
+            log.warning("could not truncate the WAL; trying again", exc_info=True)
+            busy = 1
+        if busy:
+            self._truncate_at = time.monotonic() + WAL_TRUNCATE_DELAY
 
     def _call_soon(self, fn: Callable[..., None], *args: Any) -> None:
         assert self._loop is not None

@@ -8,158 +8,26 @@ the fields a person looks for; and the exit codes are the ones ``EXIT_CODES`` do
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import shutil
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, closing
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from natsserver import NatsServer, free_port
+from natsserver import free_port
 
-from checkpointd import CheckpointClient, CheckpointManager
-from checkpointd.cli import main
 from checkpointd.models import Checkpoint
 
-from .serving import DEADLINE, Daemon, Daemons, daemons_under, run_cli, toml_text
+from .clirun import Ran, Seeded, Store, Target, as_json, cli, db, seeded, served, target
+from .serving import Daemon, Daemons, run_cli, toml_text
 
-Store = CheckpointManager | CheckpointClient
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where the verbs go: ``args`` select it on the command line, ``store`` opens it in the API."""
-
-    name: str
-    args: tuple[str, ...]
-    store: Callable[[], AbstractAsyncContextManager[Store]]
-
-    def api(self, call: Callable[[Store], Awaitable[Any]]) -> Any:
-        """``call(store)`` through the Python API, from a test that has no event loop."""
-
-        async def run() -> Any:
-            async with self.store() as store:
-                return await call(store)
-
-        return asyncio.run(run())
-
-
-@dataclass(frozen=True)
-class Seeded:
-    """Three checkpoints: ``first`` and ``second`` in ``session`` (feature ``feature``), ``other``
-    in a session of its own."""
-
-    session: str
-    feature: str
-    first: Checkpoint
-    second: Checkpoint
-    other: Checkpoint
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, nats_server: NatsServer) -> Iterator[Daemon]:
-    """One daemon for the module's tests (they keep apart by session); stopped at the end."""
-    with daemons_under(tmp_path_factory.mktemp("served"), nats_server.url) as daemons:
-        yield daemons.start()
-
-
-def manager_on(path: Path) -> Callable[[], AbstractAsyncContextManager[Store]]:
-    @asynccontextmanager
-    async def store() -> AsyncIterator[Store]:
-        async with CheckpointManager(database_path=str(path)) as manager:
-            yield manager
-
-    return store
-
-
-def client_of(daemon: Daemon) -> Callable[[], AbstractAsyncContextManager[Store]]:
-    @asynccontextmanager
-    async def store() -> AsyncIterator[Store]:
-        async with CheckpointClient(
-            daemon.url, prefix=daemon.prefix, request_timeout=DEADLINE
-        ) as client:
-            yield client
-
-    return store
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Target:
-    path = tmp_path / "cli.db"
-    return Target("db", ("--db", str(path)), manager_on(path))
-
-
-@pytest.fixture(params=["db", "daemon"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
-    """A database file opened directly, or the module's daemon reached through its config."""
-    if request.param == "db":
-        return request.getfixturevalue("db")
-    daemon: Daemon = request.getfixturevalue("served")
-    assert daemon.config is not None
-    return Target("daemon", ("--config", str(daemon.config)), client_of(daemon))
-
-
-@pytest.fixture
-def seeded(target: Target) -> Seeded:
-    tag = uuid.uuid4().hex[:8]
-    session, feature = f"s-{tag}", f"f-{tag}"
-
-    async def seed(store: Store) -> list[Checkpoint]:
-        made = []
-        for name, where in ((f"alpha {tag}", session), (f"beta {tag}", session)):
-            made.append(
-                await store.create(
-                    name=name,
-                    session_id=where,
-                    snapshot={"state": {"name": name}, "sessions": [where]},
-                    branches=["main"],
-                    metadata={"feature": feature},
-                )
-            )
-        made.append(
-            await store.create(
-                name=f"gamma {tag}", session_id=f"o-{tag}", snapshot={"state": {}}, branches=["x"]
-            )
-        )
-        return made
-
-    first, second, other = target.api(seed)
-    return Seeded(session, feature, first, second, other)
-
-
-@dataclass(frozen=True)
-class Ran:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
-    """``cli(*argv)``: ``checkpointd`` in-process; its exit code, stdout and stderr."""
-
-    def run(*argv: str) -> Ran:
-        capsys.readouterr()
-        code = main(list(argv))
-        captured = capsys.readouterr()
-        return Ran(code, captured.out, captured.err)
-
-    return run
-
-
-def as_json(value: Any) -> Any:
-    """What ``--json`` prints for an API result: its wire form through JSON."""
-    return json.loads(json.dumps(value.to_wire(), default=str))
+# The CLI tests' fixtures (see clirun.py).
+__all__ = ["cli", "db", "seeded", "served", "target"]
 
 
 # -- create ---------------------------------------------------------------------------------------
@@ -372,7 +240,8 @@ def test_restore_dry_run_writes_nothing_and_a_real_one_is_logged(
     assert dry.json()["state"] == seeded.first.snapshot
     assert dry.json()["eventSeq"] is None
     assert after_dry.json()["events"] == events
-    fields = dict(line.split(None, 1) for line in real.out.splitlines() if "  " in line)
+    head = real.out.split("\nconflicts:", 1)[0].splitlines()
+    fields = dict(line.split(None, 1) for line in head if "  " in line)
     assert (fields["success"], fields["restoredFrom"]) == ("true", seeded.first.id)
     assert fields["eventSeq"].isdigit()
     assert len(after.json()["events"]) > len(events)
@@ -388,7 +257,14 @@ def test_verify_and_rebuild_cover_the_whole_log(
 
     assert (verified.code, human.code, rebuilt.code) == (0, 0, 0)
     last = target.api(lambda store: store.health())
-    assert verified.json() == {"ok": True, "events": last, "firstBadSeq": None}
+    assert verified.json() == {
+        "ok": True,
+        "events": last,
+        "firstBadSeq": None,
+        "signedSeq": None,
+        "unsignedTail": None,
+        "problem": None,
+    }
     assert human.out.splitlines()[0].split() == ["ok", "true"]
     assert rebuilt.json() == {"events": last}
     assert cli("get", seeded.first.id, "--json", *target.args).json()["name"] == seeded.first.name
@@ -509,9 +385,14 @@ def test_verify_of_a_tampered_log_exits_1_at_the_first_bad_event(
     human = cli("verify", "--db", str(copy))
 
     assert ran.code == 1
-    assert ran.json() == {"ok": False, "events": 1, "firstBadSeq": 2}
+    assert {k: ran.json()[k] for k in ("ok", "events", "firstBadSeq")} == {
+        "ok": False,
+        "events": 1,
+        "firstBadSeq": 2,
+    }
+    assert ran.json()["problem"] == "event 2 does not match its hash"
     assert human.code == 1
-    assert "firstBadSeq  2" in human.out
+    assert ["firstBadSeq", "2"] in [line.split() for line in human.out.splitlines()]
 
 
 def test_an_unreachable_daemon_exits_69_with_a_hint(tmp_path: Path) -> None:

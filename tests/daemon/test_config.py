@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import tempfile
 import tomllib
 import uuid
@@ -112,6 +113,45 @@ BAD = [
     pytest.param(
         Bad('[nats]\ncredentials_file = "{dir}/none.creds"\n', says=("nats.credentials_file",)),
         id="missing-credentials-file",
+    ),
+    # What the embedded nats-server cannot apply, and an open door, are refused too.
+    pytest.param(
+        Bad(
+            '[nats]\nembedded_host = "0.0.0.0"\n',
+            says=("'nats.embedded_host' = '0.0.0.0'", "needs authentication", "allow_anonymous"),
+        ),
+        id="embedded-beyond-loopback-without-authentication",
+    ),
+    pytest.param(
+        Bad(
+            '[nats]\ncredentials_file = "{dir}/checkpointd.toml"\n',
+            says=("'nats.credentials_file'", "embedded nats-server cannot check a .creds file"),
+        ),
+        id="embedded-with-a-creds-file",
+    ),
+    pytest.param(
+        Bad(
+            '[nats]\ntoken = "t0ken-xyz-123"\nuser = "alice"\npassword = "pa55-w0rd-x"\n',
+            says=("'nats.user' = 'alice'", "one way in, not nats.token and nats.user"),
+            hidden=("t0ken-xyz-123", "pa55-w0rd-x"),
+        ),
+        id="embedded-with-two-ways-in",
+    ),
+    pytest.param(
+        Bad('[nats]\nuser = "alice"\n', says=("'nats.user' = 'alice'", "needs nats.password")),
+        id="embedded-user-without-password",
+    ),
+    pytest.param(
+        Bad(
+            '[nats]\ntoken = "$2a$11$t0ken"\n',
+            says=("'nats.token' = ***", "bcrypt"),
+            hidden=("$2a$11$t0ken",),
+        ),
+        id="embedded-token-read-as-a-hash",
+    ),
+    pytest.param(
+        Bad('[nats]\ntoken = ""\n', says=("'nats.token' = ***", "must not be empty")),
+        id="embedded-empty-token",
     ),
 ]
 
@@ -271,9 +311,20 @@ def test_config_show_masks_every_secret(tmp_path: Path) -> None:
     assert document["nats"]["user"] == flat["nats.user"] == "alice"  # not a secret
 
 
-def test_config_show_masks_a_password_inside_the_nats_url(tmp_path: Path) -> None:
-    """A password written into nats.url (nats://user:password@host) is a secret as well."""
-    config = secrets_config(tmp_path, url="nats://alice:url-pa55w0rd@127.0.0.1:4222")
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("nats://alice:url-pa55w0rd@127.0.0.1:4222", id="user-and-password"),
+        pytest.param("tls://url-pa55w0rd@127.0.0.1:4222", id="token"),
+        # nats-py reads a URL without a scheme as nats:// + it, credentials and all.
+        pytest.param("alice:url-pa55w0rd@127.0.0.1:4222", id="no-scheme"),
+        pytest.param("nats://127.0.0.1:4222,alice:url-pa55w0rd@127.0.0.2", id="second-of-two"),
+    ],
+)
+def test_config_show_masks_a_password_inside_the_nats_url(tmp_path: Path, url: str) -> None:
+    """A password written into nats.url (user:password@host, with a scheme or without) is a
+    secret as well."""
+    config = secrets_config(tmp_path, url=url)
     for argv in (["config", "show"], ["config", "show", "--json"], ["config", "check"]):
         shown = run_cli(*argv, "--config", str(config), cwd=tmp_path)
         assert shown.returncode == 0, shown.stderr
@@ -418,6 +469,66 @@ def test_flags_left_unset_do_not_override() -> None:
         flags={"database_path": None, "nats.url": None},
     )
     assert settings.engine.database_path == "env.db"
+
+
+# -- the embedded server's authentication -------------------------------------------------------
+
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - a setting checked here; nothing listens on it
+
+
+@pytest.mark.parametrize(
+    ("nats", "warns", "says"),
+    [
+        pytest.param({}, (), "embedded on 127.0.0.1:4222 (no authentication)", id="loopback"),
+        pytest.param({"token": "t0ken-xyz-123"}, (), "(token)", id="token"),
+        pytest.param(
+            {"embedded_host": ALL_INTERFACES, "user": "cpd", "password": "pa55-w0rd-x"},
+            ("has no TLS",),
+            "embedded on 0.0.0.0:4222 (user and password)",
+            id="all-interfaces-with-a-password",
+        ),
+        pytest.param(
+            {"embedded_host": ALL_INTERFACES, "embedded_allow_anonymous": True},
+            ("lets in anyone who reaches it", "has no TLS"),
+            "(no authentication)",
+            id="all-interfaces-opted-in",
+        ),
+    ],
+)
+def test_config_check_names_the_embedded_servers_authentication_and_warns_of_exposure(
+    tmp_path: Path, nats: dict[str, object], warns: tuple[str, ...], says: str
+) -> None:
+    """config check says how the embedded server authenticates and warns, one line per
+    warning, when it listens beyond loopback (openly, only after an explicit opt-in)."""
+    config = tmp_path / "c.toml"
+    config.write_text(toml_text({"nats": nats}))
+    checked = run_cli("config", "check", "--config", str(config), cwd=tmp_path)
+
+    assert checked.returncode == 0, checked.stderr
+    assert says in checked.stdout
+    warnings = checked.stderr.splitlines()
+    assert len(warnings) == len(warns), checked.stderr
+    for line, words in zip(warnings, warns, strict=True):
+        assert line.startswith("checkpointd: warning: ")
+        assert words in line
+    assert "t0ken-xyz-123" not in checked.stdout + checked.stderr
+
+
+def test_an_nkey_seed_without_the_nkeys_package_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """nats-py cannot sign with an nkey seed without nkeys: refused at load, naming the package.
+
+    The package is made unimportable for this test (whether or not it is installed): a missing
+    package cannot be provoked otherwise.
+    """
+    monkeypatch.setitem(sys.modules, "nkeys", None)
+    seed = tmp_path / "user.nk"
+    seed.write_text("SUAMLK2ZNL35WSMW37E7UD4VZ7ELPKW7DHC3BWBSD2GCZ7IUQQXZIORRBU\n")
+    config = tmp_path / "c.toml"
+    config.write_text(toml_text({"nats": {"nkey_seed_file": str(seed)}}))
+    with pytest.raises(SettingsError, match=r"'nats.nkey_seed_file' = .*: needs the nkeys package"):
+        load(str(config), environ={})
 
 
 # -- the notify protocol ------------------------------------------------------------------------

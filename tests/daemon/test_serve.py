@@ -139,7 +139,8 @@ async def test_the_embedded_server_answers_srv_ping_and_stops_with_the_daemon(
     assert await stop(daemon) == 0
     assert wait_gone(server_pid)
     assert port_is_closed(port)
-    assert (daemon.state / "nats" / "jetstream").is_dir()  # its data under the state directory
+    assert (daemon.state / "nats" / "nats-server.conf").is_file()  # under the state directory
+    assert not (daemon.state / "nats" / "jetstream").exists()  # JetStream off: nothing stored
 
 
 @pytest.mark.parametrize("settings", SERVERS)
@@ -477,7 +478,15 @@ async def test_the_cleanup_loop_expires_checkpoints_without_being_asked(daemons:
 # -- logs and secrets ---------------------------------------------------------------------------
 
 
-async def test_logs_are_json_lines_without_any_secret(daemons: Daemons) -> None:
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        pytest.param("nats://alice:url-pa55w0rd@", id="url"),
+        # nats-py reads a URL without a scheme as nats:// + it, credentials and all.
+        pytest.param("alice:url-pa55w0rd@", id="url-without-scheme"),
+    ],
+)
+async def test_logs_are_json_lines_without_any_secret(daemons: Daemons, credentials: str) -> None:
     """Off a terminal every stderr line is JSON, even at debug level; no secret shows anywhere.
 
     Secrets: the encryption key (from CHECKPOINTD_ENCRYPTION_KEY) and the password in the NATS
@@ -485,7 +494,7 @@ async def test_logs_are_json_lines_without_any_secret(daemons: Daemons) -> None:
     """
     env = {"CHECKPOINTD_ENCRYPTION_KEY": KEY}
     assert daemons.nats_url is not None
-    url = daemons.nats_url.replace("nats://", "nats://alice:url-pa55w0rd@")
+    url = daemons.nats_url.replace("nats://", credentials)
     settings = {"enable_encryption": True, "log_level": "debug", "nats": {"url": url}}
     daemon = daemons.start(settings, env=env, args=["--log-format", "auto"])
     async with client_of(daemon) as client:

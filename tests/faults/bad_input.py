@@ -547,6 +547,23 @@ def wrong_types(bodies: Mapping[str, Any]) -> list[Case]:
     return found
 
 
+def bytes_keys(bodies: Mapping[str, Any]) -> list[Case]:
+    """A msgpack bin-type (bytes) key beside the string keys of every body and of every object
+    in it, and as a body's only key: a 400 wherever it is (JSON cannot carry one)."""
+    found = []
+    for verb, body in bodies.items():
+        found.append(case("bytes-key", verb, {b"x": 1}, MSGPACK, expect={400}))
+        found.append(case("bytes-key", verb, {**body, b"x": 1}, MSGPACK, expect={400}))
+        for path in paths(body):
+            inner = body
+            for key in path:
+                inner = inner[key]
+            if isinstance(inner, dict):
+                bad = replaced(body, path, {**inner, b"k": "v"})
+                found.append(case("bytes-key", verb, bad, MSGPACK, expect={400}))
+    return found
+
+
 def deep_json(depth: int, kind: str) -> str:
     if kind == "array":
         return "[" * depth + "1" + "]" * depth
@@ -748,7 +765,7 @@ def _no_events(result: Any) -> bool:
 
 
 def _no_relatives(result: Any) -> bool:
-    return bool(result == {"ancestors": [], "descendants": []})
+    return bool(result == {"ancestors": [], "descendants": [], "next": None})
 
 
 def hostile_ids(ids: Seeded) -> list[Case]:
@@ -1169,6 +1186,7 @@ def every_case(
         *truncations(bodies, rng, cuts),
         *flips(bodies, rng, per_body),
         *wrong_types(bodies),
+        *bytes_keys(bodies),
         *deep_nesting(bodies),
         *oversized_lengths(bodies),
         *invalid_utf8(bodies, ids),

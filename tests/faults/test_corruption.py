@@ -234,15 +234,16 @@ async def test_a_wrong_key_refuses_encrypted_reads_and_serves_the_rest(
     an integrity error naming it, reads unencrypted ones, keeps serving; with the right key back
     every checkpoint reads as written (the wrong key damaged nothing)."""
     ledger = Ledger()
-    first = daemons.start({"encryption_key": KEY, "enable_encryption": True})
+    # A key without enable_encryption: encryption is per checkpoint, so a plain one can be made.
+    first = daemons.start({"encryption_key": KEY})
     async with serving(first, ledger) as served:
-        secrets = [await served.create(f"secret {n}") for n in range(3)]
+        secrets = [await served.create(f"secret {n}", encrypted=True) for n in range(3)]
         plain = await served.create("plain", encrypted=False)
         assert all(cp.encrypted for cp in secrets)
         assert not plain.encrypted
     await stop(first)
 
-    wrong = start_on(daemons, first.state, encryption_key=OTHER_KEY, enable_encryption=True)
+    wrong = start_on(daemons, first.state, encryption_key=OTHER_KEY)
     async with serving(wrong, ledger) as served:
         for secret in secrets:
             await served.refused(secret, key_id(bytes.fromhex(KEY)), "encryption_old_keys")
@@ -265,9 +266,11 @@ async def test_a_dropped_old_key_names_the_fix_and_the_new_key_still_reads(
     missing key id and the setting that fixes it, while new and unencrypted ones read."""
     ledger = Ledger()
     old_id, new_id = key_id(bytes.fromhex(KEY)), key_id(bytes.fromhex(NEW_KEY))
-    first = daemons.start({"encryption_key": KEY, "enable_encryption": True})
+    first = daemons.start({"encryption_key": KEY})  # encrypting per checkpoint, as above
     async with serving(first, ledger) as served:
-        old = [await served.create(f"sealed with the old key {n}") for n in range(2)]
+        old = [
+            await served.create(f"sealed with the old key {n}", encrypted=True) for n in range(2)
+        ]
         plain = await served.create("plain", encrypted=False)
     await stop(first)
 
@@ -283,7 +286,7 @@ async def test_a_dropped_old_key_names_the_fix_and_the_new_key_still_reads(
         new = [await served.create(f"sealed with the new key {n}") for n in range(2)]
     await stop(rotated)
 
-    dropped = start_on(daemons, first.state, encryption_key=NEW_KEY, enable_encryption=True)
+    dropped = start_on(daemons, first.state, encryption_key=NEW_KEY)
     async with serving(dropped, ledger) as served:
         for checkpoint in old:
             message = await served.refused(checkpoint, old_id, "encryption_old_keys")

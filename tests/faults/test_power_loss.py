@@ -99,9 +99,8 @@ async def worker(manager, w):
                 say(f"D {cp.id}")
 
 async def main():
-    async with CheckpointManager(
-        database_path=DB, enable_encryption=True, encryption_key=KEY
-    ) as manager:
+    # A key without enable_encryption: each create chooses (enable_encryption refuses plaintext).
+    async with CheckpointManager(database_path=DB, encryption_key=KEY) as manager:
         await asyncio.gather(*(worker(manager, w) for w in range(int(WORKERS))))
     say("DONE")
 

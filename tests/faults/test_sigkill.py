@@ -241,7 +241,8 @@ async def run_rounds(daemons: Daemons, rounds: int, figures: dict[str, Any]) -> 
     figures["seed"] = run_seed
     ledger = Ledger()
     losses = 0
-    daemon = daemons.start({"enable_encryption": True}, env={"CHECKPOINTD_ENCRYPTION_KEY": KEY})
+    # A key without enable_encryption: each create chooses (enable_encryption refuses plaintext).
+    daemon = daemons.start({}, env={"CHECKPOINTD_ENCRYPTION_KEY": KEY})
     for number in range(1, rounds + 1):
         rng = random.Random(f"{run_seed}-{number}")
         kill_after, delay = rng.randint(*ACKS_BEFORE_KILL), rng.uniform(*DELAY_AFTER)

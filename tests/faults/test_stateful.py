@@ -85,10 +85,16 @@ class Stored:
 
 @dataclass
 class Session:
-    """A session's current state, and the checkpoint it came from (None: from a restore)."""
+    """A session's current state, and the checkpoint it came from (None: from a restore, which
+    holds values of the checkpoints in ``sources``)."""
 
     state: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
+    sources: frozenset[str] = frozenset()
+
+    def holds(self) -> frozenset[str]:
+        """The checkpoints whose values this state holds."""
+        return frozenset({self.source}) if self.source is not None else self.sources
 
 
 def deep_merge(current: Any, checkpoint: Any) -> Any:
@@ -117,17 +123,18 @@ class Model:
         self.sessions[stored.session_id] = Session(dict(stored.snapshot), stored.id)
 
     def remove(self, checkpoint_id: str) -> None:
-        """A delete or expiry: the session falls back to its newest remaining checkpoint."""
-        stored = self.live.pop(checkpoint_id)
+        """A delete or expiry: every session whose state holds the checkpoint's values (its own,
+        or a restored state) falls back to its newest remaining checkpoint."""
+        self.live.pop(checkpoint_id)
         self.deleted.add(checkpoint_id)
-        session = self.sessions[stored.session_id]
-        if session.source != checkpoint_id:
-            return
-        remaining = self.in_session(stored.session_id)
-        newest = self.live[remaining[0]] if remaining else None
-        self.sessions[stored.session_id] = (
-            Session() if newest is None else Session(dict(newest.snapshot), newest.id)
-        )
+        for session_id, session in list(self.sessions.items()):
+            if checkpoint_id not in session.holds():
+                continue
+            remaining = self.in_session(session_id)
+            newest = self.live[remaining[0]] if remaining else None
+            self.sessions[session_id] = (
+                Session() if newest is None else Session(dict(newest.snapshot), newest.id)
+            )
 
     def in_session(self, session_id: str) -> list[str]:
         """Live ids of a session, newest first (the clock only moves forward, so creation order
@@ -299,7 +306,8 @@ class StoreMachine(RuleBasedStateMachine):
             return multiple()
         result = self.run(call)
         target = into or stored.session_id
-        current = self.model.sessions.get(target, Session()).state
+        prior = self.model.sessions.get(target, Session())
+        current = prior.state
         merged = (
             stored.snapshot if strategy == "overwrite" else deep_merge(current, stored.snapshot)
         )
@@ -319,7 +327,7 @@ class StoreMachine(RuleBasedStateMachine):
             made = multiple(copy.id)
         else:
             assert result.backup_checkpoint_id is None
-        self.model.sessions[target] = Session(dict(merged), None)
+        self.model.sessions[target] = Session(dict(merged), None, prior.holds() | {checkpoint_id})
         return made
 
     @precondition(lambda self: self.model.expiring())

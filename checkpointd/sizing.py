@@ -1,0 +1,43 @@
+"""A cheap guess whether a JSON-like value is big to encode, whatever its size or shape.
+
+Worker threads take encoding and decoding that would hold up the event loop or the writer
+thread; for a small value the hop costs more than the work. ``looks_big`` tells them apart by
+a walk that stops as soon as it knows, so the guess itself never grows with the value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+BIG_TEXT = 64 * 1024
+"""Characters of strings (and bytes) past which a value looks big."""
+
+BIG_COUNT = 2000
+"""Values held by containers past which a value looks big."""
+
+
+def looks_big(value: object) -> bool:
+    """Whether encoding ``value`` would take noticeably long (more than about a millisecond).
+
+    True once the strings seen total more than ``BIG_TEXT`` characters or the containers seen
+    hold more than ``BIG_COUNT`` values, at any depth. The walk stops there, so it costs about
+    the same for a value of any size or shape.
+    """
+    text = values = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str | bytes):
+            text += len(item)
+            if text > BIG_TEXT:
+                return True
+        elif isinstance(item, Mapping | list | tuple):
+            values += len(item)
+            if values > BIG_COUNT:
+                return True
+            if isinstance(item, Mapping):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            else:
+                stack.extend(item)
+    return False
