@@ -141,7 +141,8 @@ def _camel(name: str) -> str:
     return first + "".join(word.capitalize() for word in rest)
 
 
-# The seed's configuration names: every setting in camelCase, and ``enableFTS`` as it spells it.
+# The original Checkpoint API document's configuration names: every setting in camelCase,
+# and ``enableFTS`` as that document spells it.
 _SEED_NAMES = {_camel(f.name): f.name for f in fields(Config)} | {"enableFTS": "enable_fts"}
 _MILLISECONDS = frozenset({"cleanupInterval", "metricsInterval", "idempotencyWindow"})
 

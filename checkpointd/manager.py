@@ -117,7 +117,7 @@ class CheckpointManager:
         if config is None:
             config = Config.from_mapping(settings)
         elif not isinstance(config, Config):
-            config = Config.from_seed(config)  # the seed's mapping: camelCase, milliseconds
+            config = Config.from_seed(config)  # the original document's mapping: camelCase, ms
         if on_metrics is not None and not config.enable_metrics:
             raise ConfigError("enable_metrics", False, "on_metrics is given: set it to true")
         self.config = config
