@@ -2,7 +2,8 @@
 
 Every workload runs on checkpointd and on each peer that has an equivalent, in this one process
 run (the NATS client and the big-snapshot measurements in child processes), and prints a table
-per workload; the JSON report holds the machine, the versions and every figure.
+per workload, then the targets of the log/views split beside this run's figures (PASS/MISS);
+the JSON report holds the machine, the versions, every figure and the targets.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import targets
 from bench.datasets import Datasets
 from bench.report import Listing, Table, machine
 from bench.scale import SCALES
-from bench.workloads import alone, big, create, nats, reads, refusals, replay, storage
+from bench.workloads import alone, big, create, lag, nats, reads, refusals, replay, storage
 
 Workload = Callable[[Datasets], Awaitable[Sequence[Table | Listing]]]
 WORKLOADS: dict[str, Workload] = {
     "create": create.run,
+    "lag": lag.run,
     "reads": reads.run,
     "replay": replay.run,
     "nats": nats.run,
@@ -81,6 +84,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     results: dict[str, Any] = {}
     timings: dict[str, float] = {}
+    measured: list[Table | Listing] = []
     for name in args.only or list(WORKLOADS):
         print(f"== {name}", flush=True)
         start = time.perf_counter()
@@ -91,11 +95,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results[name] = {"error": repr(exc)}
         else:
             results[name] = [t.to_json() for t in tables]
+            measured += tables
         timings[name] = time.perf_counter() - start
         print(flush=True)
     populated = loads_listing(datasets)
     if populated.rows:
-        print(populated.render())
+        print(populated.render(), end="\n\n")
+    verdicts = targets.listing(measured)
+    print(verdicts.render(), flush=True)
     return {
         "machine": info,
         "scale": scale.name,
@@ -103,6 +110,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "workload_seconds": timings,
         "populated": [loaded.to_json() for loaded in datasets.loaded.values()],
         "results": results,
+        "targets": verdicts.to_json(),
     }
 
 

@@ -180,15 +180,20 @@ class Load:
 
 
 @asynccontextmanager
-async def fresh_manager(durability: str) -> Any:
+async def fresh_manager(durability: str, **settings: Any) -> Any:
+    """A manager on a fresh file; ``settings`` are further ``Config`` settings (a projector)."""
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         db = str(Path(tmp) / "bench.db")
-        async with CheckpointManager(database_path=db, durability=durability) as manager:
+        async with CheckpointManager(
+            database_path=db, durability=durability, **settings
+        ) as manager:
             yield manager
 
 
-async def in_process(concurrency: int, plan: Plan, durability: str, keyed: bool) -> dict[str, Any]:
-    async with fresh_manager(durability) as manager:
+async def in_process(
+    concurrency: int, plan: Plan, durability: str, keyed: bool, **settings: Any
+) -> dict[str, Any]:
+    async with fresh_manager(durability, **settings) as manager:
         result = await drive(
             manager.create, concurrency, plan, keyed, lambda: {"bench_process": own_cpu()}
         )
@@ -213,12 +218,12 @@ def client_process_main(load: Load, out: Any) -> None:
 
 
 async def over_nats(
-    server: EmbeddedNats, load: Load, durability: str, separate: bool
+    server: EmbeddedNats, load: Load, durability: str, separate: bool, **settings: Any
 ) -> dict[str, Any]:
     def cpu() -> dict[str, float]:
         return {"bench_process": own_cpu(), "nats_server": process_cpu(server.pid)}
 
-    async with fresh_manager(durability) as manager:
+    async with fresh_manager(durability, **settings) as manager:
         nc = await nats.connect(server.url)
         service = CheckpointService(manager, nc, prefix=load.prefix)
         await service.start()

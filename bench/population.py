@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import data
+from bench.stores.ours import views_file
 from checkpointd.storage.schema import MIGRATIONS
 
 CACHE = Path(__file__).resolve().parent / ".data"
@@ -49,7 +50,7 @@ class Populated:
             "load_seconds": self.seconds,
             "load_per_second": self.stored / self.seconds if self.seconds else None,
             "cached": self.cached,
-            "bytes": sum(p.stat().st_size for p in sidecars(self.path) if p.exists()),
+            "bytes": sum(p.stat().st_size for p in files(self.path) if p.exists()),
         }
 
 
@@ -60,7 +61,13 @@ def store_version(key: str) -> str:
 
 
 def sidecars(path: Path) -> list[Path]:
+    """An SQLite file and its WAL-mode companions."""
     return [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+
+
+def files(path: Path) -> list[Path]:
+    """Every file of a populated database: checkpointd also keeps its views beside its log."""
+    return sidecars(path) + sidecars(views_file(path))
 
 
 OpenStore = Callable[..., AbstractAsyncContextManager[Any]]
@@ -81,7 +88,7 @@ async def populated(
     if marker.exists():
         saved = json.loads(marker.read_text())
         return Populated(store, path, target, saved["stored"], saved["seconds"], cached=True)
-    for stale in sidecars(path):
+    for stale in files(path):
         stale.unlink(missing_ok=True)
     print(f"  loading {target:,} checkpoints into {store} ({path.name})", flush=True)
     start = time.perf_counter()

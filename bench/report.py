@@ -40,9 +40,13 @@ class Row:
 
 @dataclass
 class Table:
-    """One workload's rows; the ratio is the reference row's ops/s over each row's ops/s."""
+    """One workload's rows; the ratio is the reference row's ops/s over each row's ops/s.
+
+    ``key`` names the table for ``bench.targets``, which finds its figures by key and row.
+    """
 
     title: str
+    key: str = ""
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     reference: str = "checkpointd"
@@ -51,6 +55,13 @@ class Table:
 
     def add(self, store: str, figure: Figure | None, note: str = "", **extra: Any) -> None:
         self.rows.append(Row(store, figure, note, extra))
+
+    def row(self, store: str, **extra: Any) -> Row | None:
+        """The row of ``store`` (whose extras include ``extra``) with a figure, if any."""
+        for row in self.rows:
+            if row.store == store and row.figure and extra.items() <= row.extra.items():
+                return row
+        return None
 
     def ratio(self, row: Row) -> float | None:
         ref = next((r for r in self.rows if r.store == self.reference and r.figure), None)
@@ -80,6 +91,7 @@ class Table:
     def to_json(self) -> dict[str, Any]:
         return {
             "title": self.title,
+            "key": self.key,
             "reference": self.reference,
             "notes": self.notes,
             "rows": [
@@ -159,24 +171,28 @@ class Listing:
 
     title: str
     columns: list[str]
+    key: str = ""
     rows: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    left: tuple[str, ...] = ()  # columns of text, aligned left (the others right)
 
     def render(self) -> str:
         cells = [[_cell(row.get(c)) for c in self.columns] for row in self.rows]
         widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(self.columns)]
-        lines = [
-            self.title,
-            "  " + "  ".join(c.rjust(w) for c, w in zip(self.columns, widths, strict=True)),
-        ]
-        lines += [
-            "  " + "  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in cells
-        ]
+
+        def line(values: list[str]) -> str:
+            aligned = (
+                v.ljust(w) if c in self.left else v.rjust(w)
+                for v, c, w in zip(values, self.columns, widths, strict=True)
+            )
+            return ("  " + "  ".join(aligned)).rstrip()
+
+        lines = [self.title, line(self.columns), *(line(r) for r in cells)]
         lines += [f"  {note}" for note in self.notes]
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        return {"title": self.title, "notes": self.notes, "rows": self.rows}
+        return {"title": self.title, "key": self.key, "notes": self.notes, "rows": self.rows}
 
 
 def _cell(value: Any) -> str:

@@ -2,28 +2,23 @@
 
 A checkpoint with a parent is one deeper than its parent; a checkpoint without one is at depth 0.
 The depth is settled whenever metadata is written (a create, or an update replacing it), on the
-writer's connection inside its transaction: a given ``chainDepth`` that disagrees is refused,
-a missing one is filled in. Metadata without a parent is kept as given (its depth, 0, is written
-only if the caller wrote it), so a root checkpoint's metadata reads back exactly as it was sent.
+writer's connection inside its transaction, from the log (the views may be behind it): a given
+``chainDepth`` that disagrees is refused, a missing one is filled in. Metadata without a parent
+is kept as given (its depth, 0, is written only if the caller wrote it), so a root checkpoint's
+metadata reads back exactly as it was sent.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
 from checkpointd.errors import InvalidRequestError
-from checkpointd.projections.lineage import PARENT
+from checkpointd.events.streams import fold
 
 # Parent links followed at most when a depth must be counted (a cycle made by updates ends here).
-_MAX_WALK = 1_000_000
-_STORED = "SELECT json_extract(metadata, '$.chainDepth') FROM checkpoints WHERE id = ?"
-_COUNTED = (
-    "WITH RECURSIVE up(id, depth) AS (SELECT ?, 0 UNION ALL"
-    " SELECT l.parent, up.depth + 1 FROM lineage l JOIN up ON l.child = up.id"
-    " WHERE l.kind = ? AND up.depth < ?)"
-    " SELECT max(depth) FROM up"
-)
+_MAX_WALK = 100_000
 
 
 def settle_depth(conn: sqlite3.Connection, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -48,13 +43,24 @@ def settle_depth(conn: sqlite3.Connection, metadata: dict[str, Any]) -> dict[str
 
 
 def depth_of(conn: sqlite3.Connection, checkpoint_id: str) -> int:
-    """The chain depth of a checkpoint that exists or existed.
+    """The chain depth of a checkpoint that exists or existed, from the log.
 
-    Its stored ``chainDepth`` when it is live and has one; else (deleted, or written before depths
-    were computed) the number of parent links above it, which outlive deletion.
+    Its ``chainDepth`` when its metadata has one; else (written before depths were computed)
+    the number of parent links above it. A deleted checkpoint's metadata is still in its events.
     """
-    row = conn.execute(_STORED, (checkpoint_id,)).fetchone()
-    if row is not None and isinstance(row[0], int):
-        return row[0]
-    (depth,) = conn.execute(_COUNTED, (checkpoint_id, PARENT, _MAX_WALK)).fetchone()
-    return int(depth)
+    depth = 0
+    current: str | None = checkpoint_id
+    while current is not None and depth < _MAX_WALK:
+        folded = fold(conn, current)
+        if folded is None:
+            return depth
+        metadata = json.loads(folded.row["metadata"])
+        stored = metadata.get("chainDepth")
+        if isinstance(stored, int) and not isinstance(stored, bool):
+            return depth + stored
+        parent = metadata.get("parentCheckpoint")
+        if not isinstance(parent, str):
+            return depth
+        depth += 1
+        current = parent
+    return depth

@@ -5,6 +5,11 @@ the reply's error code). Writes carry a ``Nats-Msg-Id`` (``idempotency_key``, el
 per call), so a request retried after a timeout or a lost connection takes effect once. Bodies
 bigger than the server's ``max_payload`` go through the chunked upload/download of
 ``checkpointd.daemon.transfers``, transparently.
+
+Read-your-writes: every reply carries the log position it was answered at
+(``Checkpointd-Seq``); the client keeps the highest it has seen (``last_seq``) and sends it as
+``Checkpointd-Min-Seq`` on every request, so a read reflects at least everything this client
+saw acknowledged, whichever daemon answers it.
 """
 
 from __future__ import annotations
@@ -120,6 +125,16 @@ class CheckpointClient:
         self._owns_nc = nc is None
         self._open = nc is not None
         self._uploading = asyncio.Semaphore(_UPLOADS_AT_ONCE)
+        self._last_seq = 0
+
+    @property
+    def last_seq(self) -> int:
+        """The highest log position a reply to this client carried (0 before any).
+
+        Every request asks for at least this position (``Checkpointd-Min-Seq``): a read waits
+        until the daemon's views reach it, so it sees this client's acknowledged writes.
+        """
+        return self._last_seq
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -435,7 +450,7 @@ class CheckpointClient:
         except (TypeError, ValueError, OverflowError) as exc:
             _explain_unencodable(body)
             raise InvalidRequestError(f"{verb}: request cannot be encoded ({exc})") from None
-        headers = {wire.CONTENT_TYPE: self._encoding}
+        headers = {wire.CONTENT_TYPE: self._encoding, wire.MIN_SEQ: str(self._last_seq)}
         if key is not None:
             headers[wire.MSG_ID] = key
         subject = f"{self._prefix}.{verb}"
@@ -464,11 +479,18 @@ class CheckpointClient:
         else:
             reply = await nc.request(subject, payload, timeout=wait, headers=headers)
         reply_headers = reply.headers or {}
+        self._saw(reply_headers)
         data = reply.data
         if wire.DOWNLOAD in reply_headers:
             data = await self._download(nc, reply_headers)
         wire.raise_for_reply(data, reply_headers)
         return wire.decode(data, wire.content_type(reply_headers), trusted=True)
+
+    def _saw(self, headers: Mapping[str, str]) -> None:
+        """Keep the reply's ``Checkpointd-Seq`` if it is the highest yet (errors carry one too)."""
+        seq = wire.position(headers.get(wire.SEQ))
+        if seq is not None and seq > self._last_seq:
+            self._last_seq = seq
 
     async def _upload(self, nc: Client, upload: str, payload: bytes, limit: int) -> None:
         size = limit - _HEADROOM

@@ -36,6 +36,7 @@ class Context:
 
 
 RETENTION = Context(actor="checkpointd", causation="retention")
+EXPIRE_STEP = 500  # checkpoints one expiry step handles at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,14 +67,17 @@ class Delete:
 
 @dataclass(frozen=True, slots=True)
 class ExpireDue:
-    """Expire up to ``limit`` checkpoints whose retention ended at or before ``now``.
+    """Expire the ``candidates`` whose retention ended at or before ``now``.
 
-    ``prior`` counts what earlier steps of the same call expired (for the keyed reply, which
-    the last step, the one expiring fewer than ``limit``, records).
+    The candidates are what the views listed as due (at most ``limit``); the writer checks each
+    against the log, so one deleted or changed meanwhile is left alone. ``prior`` counts what
+    earlier steps of the same call expired (for the keyed reply, which the last step, the one
+    given fewer than ``limit`` candidates, records).
     """
 
     now: datetime
-    limit: int = 500
+    candidates: tuple[str, ...] = ()
+    limit: int = EXPIRE_STEP
     prior: int = 0
     context: Context = RETENTION
 
@@ -89,8 +93,9 @@ class ForgetKeys:
 class Restore:
     """Put a session at a (merged) state taken from a checkpoint, optionally backing it up first.
 
-    ``expected_session_seq`` is the session's ``last_seq`` when its current state was read; the
-    restore is refused if the session moved on since (None: the caller gave the state).
+    ``expected_session_seq`` is the session's ``last_seq`` when its current state was read, and
+    ``session_sources`` the checkpoints that state holds values of; the restore is refused if
+    the session moved on since (None: the caller gave the state).
     ``conflicts`` are whole (for the notification); the event keeps their paths, and
     ``details`` (the conflicts and warnings, sealed like the state) their values.
     """
@@ -103,6 +108,7 @@ class Restore:
     conflicts: tuple[Mapping[str, Any], ...]
     backup: Sealed | None
     expected_session_seq: int | None
+    session_sources: frozenset[str] = frozenset()
     context: Context = Context()
     notify: bool = True
     merged_state: Mapping[str, Any] = field(default_factory=dict)  # for the notification

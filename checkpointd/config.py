@@ -22,6 +22,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "encryption_algorithm": ("aes-256-gcm",),
     "validation_algorithm": ("sha256",),
     "durability": ("full", "normal"),
+    "projector": ("thread", "process"),
 }
 
 
@@ -51,6 +52,9 @@ class Config:
     reader_connections: int = 4
     max_group_size: int = 512
     idempotency_window: float = 86_400.0
+    views_path: str | None = None
+    projector: str = "thread"
+    read_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -62,11 +66,16 @@ class Config:
         for key in ("max_checkpoint_size", "reader_connections", "max_group_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, getattr(self, key), "must be at least 1")
-        for key in ("cleanup_interval", "metrics_interval", "idempotency_window"):
+        for key in ("cleanup_interval", "metrics_interval", "idempotency_window", "read_timeout"):
             if getattr(self, key) <= 0:
                 raise ConfigError(key, getattr(self, key), "must be positive")
         if self.default_retention_days is not None and self.default_retention_days <= 0:
             raise ConfigError("default_retention_days", self.default_retention_days, "must be > 0")
+
+    @property
+    def views_file(self) -> str:
+        """Where the views live: ``views_path``, else the log's path with ``.views`` added."""
+        return self.views_path or f"{os.fspath(self.database_path)}.views"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Config:

@@ -1,4 +1,4 @@
-"""Opening the write side: the connection, migrations, keyring and codec, and the projections.
+"""Opening the write side: the log's connection, migrations, keyring and codec.
 
 Runs once, on the writer thread, when a CheckpointManager opens.
 """
@@ -14,8 +14,6 @@ from checkpointd.clock import Clock
 from checkpointd.config import Config
 from checkpointd.errors import ConfigError
 from checkpointd.handlers import CommandHandler
-from checkpointd.projections import Projector, fts
-from checkpointd.projections.replay import catch_up
 from checkpointd.snapshots import Compression, Keyring, SnapshotCodec
 from checkpointd.storage.schema import migrate
 from checkpointd.storage.sqlite import connect_writer, translate
@@ -24,10 +22,7 @@ log = structlog.get_logger("checkpointd")
 
 
 def open_write_side(config: Config, clock: Clock) -> CommandHandler:
-    """Open (creating and migrating) the database and build the command handler over it.
-
-    Projections are caught up with the log if they are behind it (a new projection, or a
-    database written by an older version).
+    """Open (creating and migrating) the log and build the command handler over it.
 
     Raises:
         ConfigError: the encryption settings are unusable.
@@ -43,13 +38,7 @@ def open_write_side(config: Config, clock: Clock) -> CommandHandler:
     try:
         migrate(conn)
         codec = build_codec(config, _kdf_salt(conn))
-        projector = Projector(fts_enabled=config.enable_fts)
-        handler = CommandHandler(conn, config=config, codec=codec, projector=projector, clock=clock)
-        caught_up = catch_up(conn, projector)
-        projector.track_restores(conn)
-        if caught_up:
-            log.info("projections caught up", events=caught_up)
-        _sync_fts_flag(conn, enabled=config.enable_fts)
+        handler = CommandHandler(conn, config=config, codec=codec, clock=clock)
     except sqlite3.Error as exc:
         conn.close()
         raise translate(exc) from exc
@@ -90,16 +79,3 @@ def _kdf_salt(conn: sqlite3.Connection) -> bytes:
     salt = os.urandom(16)
     conn.execute("INSERT INTO meta (key, value) VALUES ('kdf_salt', ?)", (salt,))
     return salt
-
-
-def _sync_fts_flag(conn: sqlite3.Connection, *, enabled: bool) -> None:
-    """With FTS off, mark the index stale; with it on again, rebuild a stale index once."""
-    row = conn.execute("SELECT value FROM meta WHERE key = 'fts_stale'").fetchone()
-    stale = row is not None and row[0] == 1
-    if not enabled and not stale:
-        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('fts_stale', 1)")
-    elif enabled and stale:
-        conn.execute("BEGIN IMMEDIATE")
-        fts.rebuild(conn)
-        conn.execute("DELETE FROM meta WHERE key = 'fts_stale'")
-        conn.execute("COMMIT")

@@ -8,9 +8,7 @@ outside tests), ``reached`` is one lookup in an empty dict.
 The points, in the order a write passes them:
 
 ``after-append-before-commit``
-    A group's events and projection rows are written, COMMIT not yet issued.
-``mid-projection``
-    An event is appended but its projection not yet applied (same transaction).
+    A group's events and blobs are written to the log, COMMIT not yet issued.
 ``after-commit-before-reply``
     COMMIT returned; no caller has been told.
 ``after-reply-before-notify``
@@ -18,7 +16,10 @@ The points, in the order a write passes them:
 ``mid-cleanup``
     An expiry step committed; the next one not started.
 ``mid-rebuild``
-    A rebuild has replayed events inside its transaction, not yet committed.
+    A rebuild has replayed events into its fresh views file, not yet committed.
+``projector-mid-batch``
+    The projector has applied a batch of events to the views, COMMIT not yet issued. Under the
+    daemon the projector is a process of its own, and only it dies.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ ENV = "CHECKPOINTD_CRASH_AT"
 POINTS = frozenset(
     {
         "after-append-before-commit",
-        "mid-projection",
         "after-commit-before-reply",
         "after-reply-before-notify",
         "mid-cleanup",
         "mid-rebuild",
+        "projector-mid-batch",
     }
 )
 

@@ -1,13 +1,13 @@
-"""The write side: commands become events, appended and projected on the writer's connection.
+"""The write side: commands become events, appended to the log on the writer's connection.
 
-Runs on the writer thread only, inside the transaction that ``storage.writer`` opens. Every
+Runs on the writer thread only, inside the transaction that ``storage.writer`` opens. The log is
+all it writes and all it reads: the views are built from the log by the projector
+(``checkpointd.views``) and may be behind, so existence, versions and current fields come from
+the events themselves (``checkpointd.events.streams``). Every
 command validates everything first and writes only after that, so a command that is refused
 leaves no trace and its group goes on. Should anything fail after the first write (a SQLite
 error, or a bug), ``handle`` raises ``PartialWrite`` and the writer rolls the group back and
 retries its commands one by one.
-
-Savepoints per command would give the same isolation, but releasing one makes FTS5 flush its
-pending index data per command; batching that flush per group is most of the write throughput.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from checkpointd import commands as cmd
-from checkpointd import faults
 from checkpointd.chains import settle_depth
 from checkpointd.clock import Clock, format_timestamp
 from checkpointd.config import Config
@@ -30,7 +29,7 @@ from checkpointd.errors import (
     InvalidRequestError,
     NotFoundError,
 )
-from checkpointd.events import store
+from checkpointd.events import store, streams
 from checkpointd.events.signing import ChainKeys, HeadSigner
 from checkpointd.events.types import EventRecord, EventType, seal
 from checkpointd.idempotency import (
@@ -42,8 +41,7 @@ from checkpointd.idempotency import (
 )
 from checkpointd.ids import new_id
 from checkpointd.models import Checkpoint
-from checkpointd.projections import Projector, checkpoints, sessions
-from checkpointd.projections.checkpoints import Row
+from checkpointd.projections.checkpoints import updated_row
 from checkpointd.requests import CreateRequest, UpdateRequest
 from checkpointd.rows import checkpoint_from_row, created_wire
 from checkpointd.snapshots import (
@@ -60,6 +58,7 @@ class Outcome:
     value: object = None
     error: CheckpointError | None = None
     events: tuple[EventRecord, ...] = ()
+    seq: int = 0  # the log position after the command: its last event's seq, else the head
 
 
 class PartialWriteError(Exception):
@@ -88,13 +87,11 @@ class CommandHandler:
         *,
         config: Config,
         codec: SnapshotCodec,
-        projector: Projector,
         clock: Clock,
     ) -> None:
         self.conn = conn
         self._config = config
         self.codec = codec
-        self.projector = projector
         self._clock = clock
         self._appended: list[EventRecord] = []
         self.seq, self.head_hash = store.head(conn)
@@ -114,9 +111,6 @@ class CommandHandler:
     def reload_head(self) -> None:
         """Re-read the chain head after a rolled-back transaction."""
         self.seq, self.head_hash = store.head(self.conn)
-        self.projector.discard_group(self.seq)
-        # A rolled-back rebuild emptied and refilled the views in memory only.
-        self.projector.track_restores(self.conn)
 
     def handle(self, command: cmd.Command) -> Outcome:
         """Run one command in the open transaction.
@@ -130,12 +124,12 @@ class CommandHandler:
         key = None if isinstance(command, cmd.ForgetKeys) else command.context.idempotency
         try:
             if key is not None and (replayed := self._replayed(key)) is not None:
-                return Outcome(value=replayed)
+                return Outcome(value=replayed, seq=self.seq)
             value = self._dispatch(command)
         except CheckpointError as exc:
             if self._appended:
                 raise PartialWriteError(type(command).__name__) from exc
-            return Outcome(error=exc)
+            return Outcome(error=exc, seq=self.seq)
         if key is not None and _final(command, value):
             # A create's reply is not stored: a retry renders it from the create event at
             # ``seq`` (RENDER_FROM_EVENT), which saves rendering and storing it on every create.
@@ -148,7 +142,7 @@ class CommandHandler:
                 "INSERT INTO idempotency (key, digest, seq, at, reply) VALUES (?, ?, ?, ?, ?)",
                 (key.key, key.digest, self.seq, format_timestamp(self._clock.now()), reply),
             )
-        return Outcome(value=value, events=tuple(self._appended))
+        return Outcome(value=value, events=tuple(self._appended), seq=self.seq)
 
     def _replayed(self, key: Idempotency) -> Replayed | None:
         """The stored reply for ``key``; ConflictError if the key came with another request."""
@@ -216,7 +210,6 @@ class CommandHandler:
         store.append(self.conn, record)
         self.seq, self.head_hash = record.seq, record.hash
         self._appended.append(record)
-        faults.crash_point("mid-projection")
         return record
 
     # -- create --------------------------------------------------------------------------
@@ -234,7 +227,9 @@ class CommandHandler:
         if request.checkpoint_id is not None and self._exists_in_log(checkpoint_id):
             # The log, not the view: a deleted or expired checkpoint's id is never reused.
             raise ConflictError(f"checkpoint id {checkpoint_id!r} exists or existed")
-        request = replace(request, metadata=settle_depth(self.conn, request.metadata))
+        metadata = settle_depth(self.conn, request.metadata)
+        if metadata is not request.metadata:  # a computed chainDepth was added
+            request = replace(request, metadata=metadata)
         now = _utc(self._clock.now())
         at = format_timestamp(now)
         if request.timestamp is None:
@@ -283,7 +278,6 @@ class CommandHandler:
         )
         # The blob's key is the create event's seq, which is also the view row's rowid.
         self.conn.execute("INSERT INTO blobs (seq, data) VALUES (?, ?)", (event.seq, encoded.blob))
-        self.projector.apply(self.conn, event, p.data)
         # Built from the values at hand rather than re-read from the view: this is the hot path.
         return Checkpoint(
             id=p.checkpoint_id,
@@ -313,18 +307,15 @@ class CommandHandler:
         return None if days is None else now + timedelta(days=days)
 
     def _exists_in_log(self, checkpoint_id: str) -> bool:
-        row = self.conn.execute(
-            "SELECT 1 FROM events WHERE stream = ? AND version = 1", (checkpoint_id,)
-        ).fetchone()
-        return row is not None
+        return streams.ever_created(self.conn, checkpoint_id)
 
     # -- update, delete, expire ----------------------------------------------------------
 
     def _update(self, request: UpdateRequest, context: cmd.Context) -> Checkpoint:
         before = self._load(request.checkpoint_id)
-        if request.expected_version is not None and request.expected_version != before["version"]:
+        if request.expected_version is not None and request.expected_version != before.version:
             raise ConflictError(
-                f"checkpoint {request.checkpoint_id} is at version {before['version']},"
+                f"checkpoint {request.checkpoint_id} is at version {before.version},"
                 f" not {request.expected_version}"
             )
         if request.metadata is not None:
@@ -337,14 +328,13 @@ class CommandHandler:
         event = self._append(
             EventType.UPDATED,
             stream=request.checkpoint_id,
-            session_id=before["session_id"],
-            version=before["version"] + 1,
+            session_id=before.row["session_id"],
+            version=before.version + 1,
             at=format_timestamp(self._clock.now()),
             context=context,
             data=data_bytes,
         )
-        after = self.projector.apply(self.conn, event, data, before)
-        assert after is not None
+        after = updated_row(before.row, event, data["changes"])
         return checkpoint_from_row(after, snapshot=None)
 
     def _remove(
@@ -354,16 +344,17 @@ class CommandHandler:
         context: cmd.Context,
         extra: Mapping[str, Any],
     ) -> bool:
-        before = checkpoints.load(self.conn, checkpoint_id)
-        if before is None:
+        folded = streams.fold(self.conn, checkpoint_id)
+        if folded is None or not folded.live:
             return False
+        before = folded.row
         data = {"name": before["name"], "checksum": before["checksum"], "size": before["size"]}
         data.update(extra)
-        event = self._append(
+        self._append(
             type,
             stream=checkpoint_id,
             session_id=before["session_id"],
-            version=before["version"] + 1,
+            version=folded.version + 1,
             at=format_timestamp(self._clock.now()),
             context=context,
             data=canonical_encode(data),
@@ -374,37 +365,37 @@ class CommandHandler:
             " OR seq IN (SELECT seq FROM restore_sources WHERE checkpoint_id = ?)",
             (before["seq"], checkpoint_id),
         )
-        self.projector.apply(self.conn, event, data, before)
         return True
 
     def _expire_due(self, command: cmd.ExpireDue) -> int:
-        due = self.conn.execute(
-            "SELECT id, retention_expires_at FROM checkpoints"
-            " WHERE retention_expires_at <= ? ORDER BY retention_expires_at LIMIT ?",
-            (format_timestamp(command.now), command.limit),
-        ).fetchall()
-        for checkpoint_id, expires_at in due:
+        now = format_timestamp(command.now)
+        expired = 0
+        for checkpoint_id in command.candidates:
+            folded = streams.fold(self.conn, checkpoint_id)
+            if folded is None or not folded.live:
+                continue
+            expires_at = folded.row["retention_expires_at"]
+            if expires_at is None or expires_at > now:
+                continue  # its retention was changed after the views listed it
             extra = {"retentionExpiresAt": expires_at}
             self._remove(checkpoint_id, EventType.EXPIRED, command.context, extra)
-        return len(due)
+            expired += 1
+        return expired
 
     def _restore(self, command: cmd.Restore) -> cmd.Restored:
         target = command.target_session_id
-        if command.expected_session_seq is not None:
-            row = self.conn.execute(
-                "SELECT last_seq FROM sessions WHERE session_id = ?", (target,)
-            ).fetchone()
-            if (0 if row is None else row[0]) != command.expected_session_seq:
-                raise ConflictError(f"session {target!r} changed while restoring; retry")
+        expected = command.expected_session_seq
+        if expected is not None and streams.session_moved(
+            self.conn, target, expected, command.session_sources
+        ):
+            raise ConflictError(f"session {target!r} changed while restoring; retry")
         self._load(command.checkpoint_id)  # it may have been deleted since it was read
         sources = {command.checkpoint_id}
-        if command.expected_session_seq is not None:  # merged with the session's own state
-            sources |= sessions.sources_of(self.conn, target)
+        if expected is not None:  # merged with the session's own state
+            sources |= command.session_sources
         backup = None if command.backup is None else self._prepare_create(command.backup)
         stream = f"session:{target}"
-        version = self.conn.execute(
-            "SELECT coalesce(max(version), 0) + 1 FROM events WHERE stream = ?", (stream,)
-        ).fetchone()[0]
+        version = streams.next_version(self.conn, stream)
         state, details = command.state, command.details
         data = {
             "checkpointId": command.checkpoint_id,
@@ -442,14 +433,19 @@ class CommandHandler:
             "INSERT INTO blobs (seq, data, details) VALUES (?, ?, ?)",
             (event.seq, state.blob, None if details is None else details.blob),
         )
-        self.projector.apply(self.conn, event, data)
+        # The log's own index of what the state holds: deleting any of these removes its blob.
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO restore_sources (checkpoint_id, seq, session_id)"
+            " VALUES (?, ?, ?)",
+            [(source, event.seq, target) for source in sorted(sources)],
+        )
         return cmd.Restored(event.seq, None if backup is None else backup.checkpoint_id)
 
-    def _load(self, checkpoint_id: str) -> Row:
-        row = checkpoints.load(self.conn, checkpoint_id)
-        if row is None:
+    def _load(self, checkpoint_id: str) -> streams.Folded:
+        folded = streams.fold(self.conn, checkpoint_id)
+        if folded is None or not folded.live:
             raise NotFoundError("checkpoint", checkpoint_id)
-        return row
+        return folded
 
 
 def _utc(dt: datetime) -> datetime:
@@ -458,9 +454,7 @@ def _utc(dt: datetime) -> datetime:
 
 def _final(command: cmd.Command, value: object) -> bool:
     """Whether a keyed command's reply is complete (an expiry step short of its limit is)."""
-    return not isinstance(command, cmd.ExpireDue) or (
-        isinstance(value, int) and value < command.limit
-    )
+    return not isinstance(command, cmd.ExpireDue) or len(command.candidates) < command.limit
 
 
 def seal_snapshot(codec: SnapshotCodec, config: Config, request: CreateRequest) -> cmd.Sealed:

@@ -1,9 +1,10 @@
 """CheckpointManager: the embedded engine, in-process, with no daemon and no network.
 
-The composition root: ``open()`` builds the writer (its connection, migrations, keyring, codec,
-projections) and the reader pool in order on an ``AsyncExitStack``; ``close()`` unwinds it in
-reverse, finishing every queued command first. Commands go to the group-committing writer;
-queries go to the read model.
+The composition root: ``open()`` builds the writer (the log's connection, migrations, keyring,
+codec), the views (their projector, which follows the log) and the reader pool in order on an
+``AsyncExitStack``; ``close()`` unwinds it in reverse, finishing every queued command first.
+Commands go to the group-committing writer, which commits to the log alone; queries go to the
+read model, which waits until the views have caught up with every acknowledged write.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 import inspect
 import os
 import warnings
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -24,7 +26,7 @@ import structlog
 
 from checkpointd import commands as cmd
 from checkpointd import faults
-from checkpointd.clock import Clock, SystemClock
+from checkpointd.clock import Clock, SystemClock, format_timestamp
 from checkpointd.config import Config
 from checkpointd.daemon.metrics import MetricsCollector, RequestMetrics
 from checkpointd.engine import open_write_side
@@ -37,13 +39,12 @@ from checkpointd.errors import (
 )
 from checkpointd.events.signing import ChainKeys
 from checkpointd.events.verify import verify_file
-from checkpointd.handlers import CommandHandler, seal_snapshot
+from checkpointd.handlers import seal_snapshot
 from checkpointd.idempotency import Idempotency, Render, Replayed, keyed
 from checkpointd.loops import Background
 from checkpointd.merge import diff_states
 from checkpointd.models import Checkpoint, Event, History, Lineage, Page, VerifyResult
 from checkpointd.paging import walk_history, walk_list
-from checkpointd.projections.replay import rebuild
 from checkpointd.reads.checkpoints import DEFAULT_PAGE_SIZE, ReadModel
 from checkpointd.reads.lineage import MAX_LINEAGE
 from checkpointd.reads.search import SearchRequest
@@ -75,12 +76,17 @@ from checkpointd.storage.lock import WriterLock
 from checkpointd.storage.readers import ReaderPool
 from checkpointd.storage.writer import CommitListener, Committed, GroupCommitWriter
 from checkpointd.subscriptions import LocalNotificationStream
+from checkpointd.views import Views
 
 log = structlog.get_logger("checkpointd")
 
 _LIST_OPTIONS = frozenset({"where", "params", "orderBy", "pagination", "includeSnapshot"})
 _HISTORY_OPTIONS = frozenset({"checkpointId", "sessionId", "afterSeq", "limit"})
 _EVER_CREATED = "SELECT 1 FROM events WHERE stream = ? AND version = 1"
+_DUE = (
+    "SELECT id FROM checkpoints WHERE retention_expires_at <= ?"
+    " ORDER BY retention_expires_at LIMIT ?"
+)
 
 
 class CheckpointManager:
@@ -130,6 +136,7 @@ class CheckpointManager:
         self._listeners: list[CommitListener] = [] if on_commit is None else [on_commit]
         self._stack: AsyncExitStack | None = None
         self._writer: GroupCommitWriter | None = None
+        self._views: Views | None = None
         self._reads: ReadModel | None = None
         self._codec: SnapshotCodec | None = None
         self._lock: WriterLock | None = None
@@ -155,16 +162,42 @@ class CheckpointManager:
         try:
             # The writer thread must not hold the manager (a partial, not a bound method), so an
             # unclosed manager can be collected and warn.
+            nudge = _Nudge()
             writer = GroupCommitWriter(
                 functools.partial(open_write_side, self.config, self._clock),
                 max_group=self.config.max_group_size,
                 on_commit=functools.partial(_fan_out, self._listeners),
+                on_head=nudge,
+                reserve_path=self.config.views_file,
             )
             stack.push_async_callback(writer.close)
             await writer.start()
-            readers = ReaderPool(self.config.database_path, self.config.reader_connections)
+            store_id = await writer.exclusive(_store_id)
+            views = Views(
+                log_path=os.fspath(self.config.database_path),
+                views_path=self.config.views_file,
+                store_id=store_id,
+                fts_enabled=self.config.enable_fts,
+                mode=self.config.projector,
+                read_timeout=self.config.read_timeout,
+                log_head=lambda: writer.head,
+            )
+            nudge.attach(views)
+            self._views = views
+            # Closed after the writer (which finishes every queued command first), so that the
+            # stopping projector applies everything the log holds.
+            stack.push_async_callback(_close_in_order, writer, views)
+            await views.start()
+            readers = ReaderPool(
+                self.config.views_file,
+                os.fspath(self.config.database_path),
+                self.config.reader_connections,
+                barrier=views.barrier,
+            )
             stack.push_async_callback(readers.close)
             await readers.open()
+            views.pause_reads = weakref.WeakMethod(readers.pause)
+            views.resume_reads = weakref.WeakMethod(readers.resume)
         except BaseException:
             await stack.aclose()
             raise
@@ -220,6 +253,8 @@ class CheckpointManager:
             stacklevel=1,
         )
         self._background.abandon()
+        if self._views is not None:
+            self._views.abandon()
         if self._writer is not None:
             self._writer.abandon()
         if self._lock is not None:
@@ -315,8 +350,12 @@ class CheckpointManager:
         data = request_mapping(request, fields, "create")
         req = CreateRequest.from_wire(data)
         big = looks_big(req.snapshot)
-        key = await _keyed(idempotency_key, "create", data, _checkpoint_reply, big=big)
-        (item,) = await self._sealed_if_big((req,), big=big)
+        key = None
+        if idempotency_key is not None:
+            key = await _keyed(idempotency_key, "create", data, _checkpoint_reply, big=big)
+        item: CreateRequest | cmd.Sealed = req  # a small snapshot is sealed by the writer
+        if big:
+            (item,) = await self._sealed_if_big((req,), big=big)
         outcome = await writer.submit(cmd.Create(item, cmd.Context(req.created_by, None, key)))
         if isinstance(outcome.value, Replayed):
             return replace(Checkpoint.from_wire(outcome.value.reply), snapshot=req.snapshot)
@@ -406,18 +445,22 @@ class CheckpointManager:
 
         Runs in steps of a few hundred checkpoints, each its own transaction.
         """
-        writer, _ = self._require()
+        writer, reads = self._require()
         total = 0
         while True:
             key = keyed(idempotency_key, "delete_expired", {}, _expired_reply(total))
             context = replace(cmd.RETENTION, idempotency=key)
-            step = cmd.ExpireDue(now=self._clock.now(), prior=total, context=context)
+            now = self._clock.now()
+            limit = cmd.EXPIRE_STEP
+            due = await reads.readers.fetchall(_DUE, (format_timestamp(now), limit))
+            candidates = tuple(checkpoint_id for (checkpoint_id,) in due)
+            step = cmd.ExpireDue(now=now, candidates=candidates, prior=total, context=context)
             outcome = await writer.submit(step)
             if isinstance(outcome.value, Replayed):
                 return int(outcome.value.reply["deleted"])
             assert isinstance(outcome.value, int)
             total += outcome.value
-            if outcome.value < step.limit:
+            if len(candidates) < limit or not outcome.value:
                 return total
             faults.crash_point("mid-cleanup")
 
@@ -434,20 +477,40 @@ class CheckpointManager:
         return expired
 
     async def rebuild(self, *, progress: Callable[[int], None] | None = None) -> int:
-        """Drop every projection and rebuild it from event 0; returns the events replayed.
+        """Build the views again from event 0, online; returns the events replayed.
 
-        ``progress(events_so_far)`` is called every 10,000 events from the writer's thread.
+        A fresh views file is built beside the live one while reads and writes go on, then
+        swapped in (reads pause for the swap, then wait for the new views to reach the log
+        head as always). ``progress(events_so_far)`` is called every 10,000 events from a
+        worker thread.
         """
-        writer, _ = self._require()
+        self._require()
+        assert self._views is not None
+        return await self._views.rebuild(progress)
 
-        def run(handler: CommandHandler) -> int:
-            try:
-                return rebuild(handler.conn, handler.projector, progress)
-            except BaseException:
-                handler.reload_head()
-                raise
+    @property
+    def log_head(self) -> int:
+        """The seq of the last event committed to the log (0: none, or not open)."""
+        return 0 if self._writer is None else self._writer.head
 
-        return await writer.exclusive(run)
+    @property
+    def views_position(self) -> int:
+        """The log position the views have reached, as the projector last reported it."""
+        return 0 if self._views is None else self._views.position
+
+    @property
+    def views_progress(self) -> int:
+        """Events the projector has applied, counting a fresh build of the views as it goes."""
+        return 0 if self._views is None else max(self._views.position, self._views.progress)
+
+    async def wait_for_views(self, seq: int, within: float | None = None) -> int:
+        """Wait until the views have reached log position ``seq``; returns their position.
+
+        Raises UnavailableError after ``within`` seconds (default ``read_timeout``).
+        """
+        self._require()
+        assert self._views is not None
+        return await self._views.wait_for(seq, within)
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -527,7 +590,9 @@ class CheckpointManager:
         Raises UnavailableError when the store is closed.
         """
         _, reads = self._require()
-        row = await reads.readers.fetchone("SELECT value FROM meta WHERE key = 'store_id'")
+        row = await reads.readers.fetchone(
+            "SELECT value FROM meta WHERE key = 'store_id'", views=False
+        )
         assert row is not None, "migration 5 writes the store id"
         return str(row[0])
 
@@ -542,7 +607,7 @@ class CheckpointManager:
         writer, reads = self._require()
         if not writer.alive:
             raise UnavailableError("the writer thread has stopped")
-        row = await reads.readers.fetchone("SELECT COALESCE(MAX(seq), 0) FROM events")
+        row = await reads.readers.fetchone("SELECT COALESCE(MAX(seq), 0) FROM events", views=False)
         return 0 if row is None else int(row[0])
 
     async def verify_log(self, *, progress: Callable[[int], None] | None = None) -> VerifyResult:
@@ -555,7 +620,8 @@ class CheckpointManager:
         _, reads = self._require()
         keys = ChainKeys.from_keyring(reads.codec.keyring)
         path = os.fspath(self.config.database_path)
-        return await asyncio.to_thread(verify_file, path, progress, keys)
+        views = self.config.views_file
+        return await asyncio.to_thread(verify_file, path, progress, keys, views)
 
     async def search_checkpoints(
         self,
@@ -713,6 +779,38 @@ class CheckpointManager:
         """
         _, reads = self._require()
         return await read_sessions(reads.readers, page, page_size)
+
+
+async def _close_in_order(writer: GroupCommitWriter, views: Views) -> None:
+    try:
+        await writer.close()
+    finally:
+        await views.stop()
+
+
+class _Nudge:
+    """The writer's head listener: wakes the projector (set once the views exist).
+
+    It holds the views weakly: the writer's thread must not keep them (and through them the
+    reader pool) alive after an unclosed manager is collected.
+    """
+
+    def __init__(self) -> None:
+        self._views: weakref.ref[Views] | None = None
+
+    def attach(self, views: Views) -> None:
+        self._views = weakref.ref(views)
+
+    def __call__(self, head: int) -> None:
+        views = None if self._views is None else self._views()
+        if views is not None:
+            views.nudge(head)
+
+
+def _store_id(handler: Any) -> str:
+    row = handler.conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()
+    assert row is not None, "migration 5 writes the store id"
+    return str(row[0])
 
 
 def _fan_out(listeners: list[CommitListener], committed: list[Committed]) -> None:

@@ -216,11 +216,11 @@ async def _plan(
     row, blob = await reads.stored(request.checkpoint_id)
     snapshot, warnings = await _checked_snapshot(request, row, blob, codec)
     target = request.target_session_id or row["session_id"]
+    sources: frozenset[str] = frozenset()
     if request.current_state is not None:
         current, expected_seq = dict(request.current_state), None
     else:
-        state, last_seq = await reads.session_state(target)
-        current, expected_seq = state, last_seq
+        current, expected_seq, sources = await reads.session_state(target)
     merged = await merge_states_async(current, snapshot, request.strategy, request.resolver)
     # The restored state and the backup mix the checkpoint's and the session's content, either
     # of which may have been encrypted: whenever a key is configured, they are encrypted.
@@ -262,6 +262,7 @@ async def _plan(
         conflicts=conflicts,
         backup=backup,
         expected_session_seq=expected_seq,
+        session_sources=sources,
         notify=request.notify,
         merged_state=merged.state,
         details=details,

@@ -16,6 +16,10 @@ BIG_COUNT = 2000
 """Values held by containers past which a value looks big."""
 
 
+_TEXT = (str, bytes)  # tuples: isinstance checks them in C, unlike a union or an ABC
+_SEQUENCES = (list, tuple)
+
+
 def looks_big(value: object) -> bool:
     """Whether encoding ``value`` would take noticeably long (more than about a millisecond).
 
@@ -25,19 +29,27 @@ def looks_big(value: object) -> bool:
     """
     text = values = 0
     stack = [value]
+    pop, extend = stack.pop, stack.extend
     while stack:
-        item = stack.pop()
-        if isinstance(item, str | bytes):
+        item = pop()
+        kind = type(item)
+        # Numbers first, then concrete types: the Mapping ABC check costs several times more,
+        # and this walk runs on the event loop for every create.
+        if kind is int or kind is float or kind is bool or item is None:
+            continue
+        if isinstance(item, _TEXT):
             text += len(item)
             if text > BIG_TEXT:
                 return True
-        elif isinstance(item, Mapping | list | tuple):
+        elif isinstance(item, _SEQUENCES):
             values += len(item)
             if values > BIG_COUNT:
                 return True
-            if isinstance(item, Mapping):
-                stack.extend(item.keys())
-                stack.extend(item.values())
-            else:
-                stack.extend(item)
+            extend(item)
+        elif isinstance(item, Mapping):
+            values += len(item)
+            if values > BIG_COUNT:
+                return True
+            extend(item.keys())
+            extend(item.values())
     return False

@@ -30,10 +30,17 @@ DOWNLOAD = "Checkpointd-Download"
 DOWNLOAD_SIZE = "Checkpointd-Download-Size"
 DOWNLOAD_CHUNKS = "Checkpointd-Download-Chunks"
 DOWNLOAD_SHA256 = "Checkpointd-Download-Sha256"
+SEQ = "Checkpointd-Seq"
+"""On every reply to a request: the log position the request was answered at."""
+MIN_SEQ = "Checkpointd-Min-Seq"
+"""On a request: the log position its reads must reflect at least (0, or absent: no floor)."""
 
 MAX_DEPTH = 64  # nesting of objects and arrays in a request body
 _SNAPSHOT_FIELDS = frozenset({"snapshot", "currentState"})
 _ERROR_TEXT = 512  # characters of an error message that go into the header
+# A log position is an integer up to 2^53 - 1, as positions in bodies are (exact everywhere).
+_MAX_POSITION = 2**53 - 1
+_SEQ_DIGITS = len(str(_MAX_POSITION))
 
 
 def content_type(headers: Mapping[str, str] | None) -> str:
@@ -134,6 +141,34 @@ def error_reply(error: CheckpointError, encoding: str) -> tuple[bytes, dict[str,
         CONTENT_TYPE: encoding,
     }
     return encode(_valid_text(error.to_wire()), encoding), headers
+
+
+def min_seq(headers: Mapping[str, str] | None) -> int:
+    """The ``Checkpointd-Min-Seq`` a request carries (0 when absent). Raises InvalidRequestError.
+
+    Only plain decimal digits are taken: no sign, no spaces, no more than a log position can
+    hold. A junk value is refused rather than ignored, since reading without the floor its
+    sender asked for could answer from before that sender's own writes.
+    """
+    text = (headers or {}).get(MIN_SEQ)
+    if text is None:
+        return 0
+    value = position(text)
+    if value is None:
+        raise InvalidRequestError(
+            f"must be a log position: an integer from 0 to {_MAX_POSITION}, in decimal digits",
+            field=MIN_SEQ,
+        )
+    return value
+
+
+def position(text: str | None) -> int | None:
+    """A log position written as decimal digits (a ``Checkpointd-Seq`` or ``-Min-Seq`` value);
+    None for anything else."""
+    if text is None or not 0 < len(text) <= _SEQ_DIGITS or not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= _MAX_POSITION else None
 
 
 def raise_for_reply(body: bytes, headers: Mapping[str, str] | None) -> None:

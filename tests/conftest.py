@@ -8,7 +8,9 @@ Tests that inspect the file use ``manager`` and ``db_path`` instead.
 
 from __future__ import annotations
 
+import gc
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, closing
@@ -23,18 +25,12 @@ from natsserver import NatsServer, start_nats_server
 
 from checkpointd import CheckpointClient, CheckpointManager
 from checkpointd.daemon.service import CheckpointService
+from checkpointd.storage.schema import PROJECTION_TABLES
 
 # A raw 256-bit key (64 hex digits): used as is, no KDF, so opening stays fast.
 TEST_KEY = "00112233445566778899aabbccddeeff" * 2
 
-PROJECTION_TABLES = (
-    "checkpoints",
-    "lineage",
-    "stats_totals",
-    "stats_counts",
-    "sessions",
-    "restore_sources",
-)
+VIEWS_CATCH_UP = 10.0  # seconds a file-level helper waits for the views to reach the log
 
 OpenManager = Callable[..., Awaitable[CheckpointManager]]
 
@@ -68,6 +64,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def collected_after_each_test() -> Iterator[None]:
+    """Collect garbage after every test (after its other fixtures are torn down), so a socket,
+    transport, stream writer or database it left open warns, which fails that test, instead of
+    surfacing in whichever later test the garbage collector happens to run in."""
+    yield
+    gc.collect()
 
 
 class FakeClock:
@@ -139,8 +144,8 @@ async def serving(manager: CheckpointManager, url: str) -> AsyncIterator[str]:
     prefix = f"t{uuid.uuid4().hex[:12]}.checkpoint"
     nc = await nats.connect(url)
     service = CheckpointService(manager, nc, prefix=prefix, queue_group=prefix.replace(".", "-"))
-    await service.start()
-    try:
+    try:  # a start that fails still closes the connection: no socket outlives the test
+        await service.start()
         yield prefix
     finally:
         await service.stop()
@@ -171,8 +176,32 @@ def store(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue(request.param)
 
 
+def views_file(db_path: Path | str) -> str:
+    """The views file beside the log at ``db_path`` (the default ``views_path``)."""
+    return f"{db_path}.views"
+
+
+def caught_up(db_path: Path | str, within: float = VIEWS_CATCH_UP) -> int:
+    """Wait until the views file's position is the log's head (the projector follows the log
+    a little behind); the position. Fails after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        with closing(sqlite3.connect(db_path, timeout=10)) as log:
+            (head,) = log.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+        with closing(sqlite3.connect(views_file(db_path), timeout=10)) as views:
+            row = views.execute("SELECT seq FROM projection_position").fetchone()
+        position = 0 if row is None else int(row[0])
+        if position >= head:
+            return position
+        assert time.monotonic() < deadline, f"views at {position}, log at {head}"
+        time.sleep(0.01)
+
+
 def dump_projections(db_path: Path | str) -> dict[str, list[tuple[Any, ...]]]:
     """Every projection table's rows, sorted, read with plain sqlite3; fails if FTS is damaged.
+
+    Read from the views file once the views have caught up with the log at ``db_path``.
+    ``dump_views`` reads any views file as it is.
 
     Besides the view tables this holds ``checkpoints_fts`` (what FTS returns: the content rows)
     and ``checkpoints_fts_index`` (every term occurrence the index itself holds, read through
@@ -180,7 +209,13 @@ def dump_projections(db_path: Path | str) -> dict[str, list[tuple[Any, ...]]]:
     integrity checks run first; the ``rank = 1`` form also compares the index with the content
     table, which the plain form does not do for an external-content table.
     """
-    with closing(sqlite3.connect(db_path, isolation_level=None, timeout=10)) as conn:
+    caught_up(db_path)
+    return dump_views(views_file(db_path))
+
+
+def dump_views(path: Path | str) -> dict[str, list[tuple[Any, ...]]]:
+    """``dump_projections`` of the views file at ``path``, at whatever position it is."""
+    with closing(sqlite3.connect(path, isolation_level=None, timeout=10)) as conn:
         conn.execute("INSERT INTO checkpoints_fts (checkpoints_fts) VALUES ('integrity-check')")
         conn.execute(
             "INSERT INTO checkpoints_fts (checkpoints_fts, rank) VALUES ('integrity-check', 1)"
@@ -220,7 +255,7 @@ def damage_blob(db_path: Path | str, checkpoint_id: str, offset: int = -1) -> No
     """
     with closing(sqlite3.connect(db_path)) as conn, conn:
         (seq,) = conn.execute(
-            "SELECT seq FROM checkpoints WHERE id = ?", (checkpoint_id,)
+            "SELECT seq FROM events WHERE stream = ? AND version = 1", (checkpoint_id,)
         ).fetchone()
         (data,) = conn.execute("SELECT data FROM blobs WHERE seq = ?", (seq,)).fetchone()
         damaged = bytearray(data)

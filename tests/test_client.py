@@ -13,7 +13,15 @@ from checkpointd.errors import InvalidRequestError, UnavailableError
 
 # Over NATS, the store's id is in each service instance's $SRV.INFO metadata instead, and the
 # daemon publishes its metrics on <prefix>.metrics itself.
-IN_PROCESS_ONLY = {"add_commit_listener", "store_id", "metrics", "publish_metrics_once"}
+# The views' position is the embedded store's own: a client reads its writes through the
+# Checkpointd-Seq / Checkpointd-Min-Seq headers instead (``CheckpointClient.last_seq``).
+IN_PROCESS_ONLY = {
+    "add_commit_listener",
+    "store_id",
+    "metrics",
+    "publish_metrics_once",
+    "wait_for_views",
+}
 
 
 def _public(cls: type) -> dict[str, inspect.Signature]:

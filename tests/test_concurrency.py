@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeClock, OpenManager, blob_count, dump_projections, event_seqs
+from conftest import (
+    FakeClock,
+    OpenManager,
+    blob_count,
+    caught_up,
+    dump_projections,
+    event_seqs,
+)
 
 from checkpointd import Checkpoint, CheckpointManager
 from checkpointd.errors import ConflictError, IntegrityError, InvalidRequestError, NotFoundError
@@ -143,16 +150,18 @@ async def test_batch_is_all_or_nothing(
 async def test_failed_batch_leaves_the_projection_position_at_the_log_head(
     manager: CheckpointManager, db_path: Path
 ) -> None:
-    """After a rolled-back batch, the projections' tracking position is the last stored event."""
-    # A position ahead of the log would make catch-up after open skip the events that later
-    # take those sequence numbers.
+    """After a rolled-back batch, the views' position is the last stored event, and the next
+    write, which takes the sequence numbers the batch did not keep, is in the views."""
+    # A position ahead of the log would make the projector skip the events that later take
+    # those sequence numbers.
     await create(manager, "first")
     batch = [item(f"b-{n}", **({"size": 1} if n == 4 else {})) for n in range(8)]
     with pytest.raises(IntegrityError, match="size"):
         await manager.create_batch(batch)
-    with closing(sqlite3.connect(db_path)) as conn:
-        position = conn.execute("SELECT seq FROM projection_position").fetchone()[0]
-    assert position == event_seqs(db_path)[-1] == 1
+    assert caught_up(db_path) == event_seqs(db_path)[-1] == 1
+    after = await create(manager, "after")
+    assert caught_up(db_path) == event_seqs(db_path)[-1] == 2
+    assert (await manager.get_checkpoint(after.id, include_snapshot=False)) is not None
 
 
 async def test_batch_invalid_before_write(store: Any) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import dump_projections, event_seqs
+from faults.oracle import views_as_left
 
 from checkpointd import CheckpointManager
 
@@ -122,9 +123,12 @@ def run_and_kill(db_path: Path, round_: int, acks: Acks, log: Path) -> None:
 
 
 async def check(db_path: Path, acks: Acks) -> None:
-    """Every acknowledged write is there, the log verifies, and the views equal a rebuild."""
-    on_disk = dump_projections(db_path)
+    """Every acknowledged write is there, the log verifies, and the views equal a rebuild: as
+    the kill left them (behind the log by whole batches), and caught up once reopened."""
+    views_as_left(db_path, len(event_seqs(db_path)))
     async with CheckpointManager(database_path=str(db_path)) as manager:
+        await manager.wait_for_views(manager.log_head)
+        on_disk = dump_projections(db_path)
         for checkpoint_id, (checksum, keys) in acks.created.items():
             got = await manager.get_checkpoint(checkpoint_id)
             if checkpoint_id in acks.maybe_deleted and got is None:

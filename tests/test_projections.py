@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeClock, dump_projections
+from conftest import FakeClock, caught_up, dump_projections, views_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -269,7 +269,8 @@ def test_stats_equal_a_recount(tmp_path_factory: pytest.TempPathFactory, ops: li
     db_path = fresh_db(tmp_path_factory)
 
     async def check(manager: CheckpointManager) -> None:
-        with closing(sqlite3.connect(db_path)) as conn:
+        caught_up(db_path)
+        with closing(sqlite3.connect(views_file(db_path))) as conn:
             totals = conn.execute(
                 "SELECT checkpoints, total_size, stored_size FROM stats_totals"
             ).fetchall()
@@ -313,7 +314,8 @@ def test_sessions_point_at_their_newest_checkpoint(
     db_path = fresh_db(tmp_path_factory)
 
     async def check(manager: CheckpointManager) -> None:
-        with closing(sqlite3.connect(db_path)) as conn:
+        caught_up(db_path)
+        with closing(sqlite3.connect(views_file(db_path))) as conn:
             current = dict(conn.execute("SELECT session_id, checkpoint_id FROM sessions"))
             newest = dict(
                 conn.execute(

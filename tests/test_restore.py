@@ -611,15 +611,19 @@ async def test_a_rebuilt_store_links_checkpoints_taken_after_a_restore(
 async def test_a_failed_rebuild_leaves_restore_lineage_working(
     manager: CheckpointManager, db_path: Path
 ) -> None:
-    """A rebuild that fails half way rolls back, and restore links are still recorded after."""
+    """A rebuild that fails half way is a CheckpointError and leaves the live views serving,
+    unchanged, and restore links are still recorded after."""
     saved = await saved_then_current(manager)
     await manager.restore_checkpoint(saved.id, merge_strategy="merge")
+    live = dump_projections(db_path)
     with closing(sqlite3.connect(db_path)) as db:  # an undecodable event makes replay fail
         db.execute("DROP TRIGGER events_no_update")
         db.execute("UPDATE events SET data = x'c1' WHERE seq = 1")
         db.commit()
     with pytest.raises(CheckpointError):
         await manager.rebuild()
+    assert dump_projections(db_path) == live
+    assert (await manager.get_checkpoint(saved.id, include_snapshot=False)) is not None
     following = await make(manager, "following", "s-1")
     assert ids((await manager.get_lineage(following.id)).ancestors) == [saved.id]
 

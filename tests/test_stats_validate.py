@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TEST_KEY, FakeClock, OpenManager, damage_blob
+from conftest import TEST_KEY, FakeClock, OpenManager, caught_up, damage_blob, views_file
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -245,7 +245,9 @@ RECOUNT = {
 
 
 def recount(db_path: Path) -> dict[str, Any]:
-    with closing(sqlite3.connect(db_path)) as conn:
+    """The RECOUNT queries over the checkpoints view, once the views have reached the log."""
+    caught_up(db_path)
+    with closing(sqlite3.connect(views_file(db_path))) as conn:
         return {name: conn.execute(sql).fetchall() for name, sql in RECOUNT.items()}
 
 

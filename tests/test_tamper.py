@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from conftest import TEST_KEY, FakeClock, OpenManager
+from conftest import TEST_KEY, FakeClock, OpenManager, caught_up, views_file
 
 from checkpointd import Checkpoint, CheckpointManager
 from checkpointd.events import store
@@ -59,12 +59,16 @@ def rewrite_event(db_path: Path, seq: int, edit: Callable[[dict[str, Any]], None
 
 def drop_events_after(db_path: Path, seq: int, *, whole: bool = False) -> None:
     """Cut the log's tail after ``seq``; ``whole``: also the signed heads that covered it and
-    the view rows and blobs of the events cut (the file as it was at ``seq``, near enough)."""
+    the blobs of the events cut, and the views file goes (the store's files as they were at
+    ``seq``, near enough: views as they were then are what a rebuild from that log gives)."""
     with closing(sqlite3.connect(db_path)) as conn, conn:
         writable(conn)
-        tables = ("events", "chain_heads", "checkpoints", "blobs") if whole else ("events",)
+        tables = ("events", "chain_heads", "blobs") if whole else ("events",)
         for table in tables:
             conn.execute(f"DELETE FROM {table} WHERE seq > ?", (seq,))
+    if whole:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{views_file(db_path)}{suffix}").unlink(missing_ok=True)
 
 
 def signed_seqs(db_path: Path) -> list[int]:
@@ -232,16 +236,16 @@ async def test_a_file_rolled_back_whole_passes(open_manager: OpenManager, db_pat
 
 
 def swap_in(db_path: Path, victim: Checkpoint, source: Checkpoint) -> None:
-    """Give ``victim`` the snapshot of ``source``: its blob, and its row's checksum and sizes."""
+    """Give ``victim`` the snapshot of ``source``: its blob (in the log), and its view row's
+    checksum and sizes (in the views file, once the views have reached the log)."""
+    created = "(SELECT seq FROM events WHERE stream = ? AND version = 1)"
     with closing(sqlite3.connect(db_path)) as conn, conn:
         (blob,) = conn.execute(
-            "SELECT b.data FROM blobs b JOIN checkpoints c ON c.seq = b.seq WHERE c.id = ?",
-            (source.id,),
+            f"SELECT data FROM blobs WHERE seq = {created}", (source.id,)
         ).fetchone()
-        conn.execute(
-            "UPDATE blobs SET data = ? WHERE seq = (SELECT seq FROM checkpoints WHERE id = ?)",
-            (blob, victim.id),
-        )
+        conn.execute(f"UPDATE blobs SET data = ? WHERE seq = {created}", (blob, victim.id))
+    caught_up(db_path)
+    with closing(sqlite3.connect(views_file(db_path))) as conn, conn:
         conn.execute(
             "UPDATE checkpoints SET checksum = ?, size = ?, stored_size = ? WHERE id = ?",
             (source.checksum, source.size, source.stored_size, victim.id),

@@ -23,7 +23,7 @@ import nats
 import nats.errors
 import pytest
 from conftest import FakeClock, OpenManager
-from contract import CONTENT_TYPE, ERROR, ERROR_CODE, JSON, MSG_ID, MSGPACK
+from contract import CONTENT_TYPE, ERROR, ERROR_CODE, JSON, MSG_ID, MSGPACK, SEQ
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -672,7 +672,7 @@ async def test_user_text_cannot_break_the_error_headers(wire: Wire, field: str) 
     msg = await wire.call("create", checkpoint(**{field: 1}))
     error = failure(msg)
     assert (error.status, error.code) == (400, "invalid")
-    assert set(msg.headers or {}) == {ERROR, ERROR_CODE, CONTENT_TYPE}
+    assert set(msg.headers or {}) == {ERROR, ERROR_CODE, CONTENT_TYPE, SEQ}
     assert (msg.headers or {})[CONTENT_TYPE] == JSON
     assert "\n" not in error.header_message
 

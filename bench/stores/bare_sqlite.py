@@ -1,8 +1,9 @@
 """Bare SQLite: the floor under the stores.
 
 Reads: the same rows checkpointd returns, fetched by a plain ``sqlite3`` query on checkpointd's
-own file (read-only), with nothing decoded — no snapshot decompression, no row objects; and the
-same queries through ``aiosqlite`` (what an asyncio program pays for the thread hop alone).
+own files (read-only: the views, with the log attached for the snapshots' blobs), with nothing
+decoded — no snapshot decompression, no row objects; and the same queries through ``aiosqlite``
+(what an asyncio program pays for the thread hop alone).
 Writes: a one-table file (id, session, 1 KB blob of the snapshot as msgpack), WAL,
 ``synchronous=FULL``, one commit per insert or one per group of inserts.
 Replay: every event of checkpointd's log read in order, not decoded.
@@ -19,13 +20,13 @@ import aiosqlite
 import msgpack
 
 from bench import data
-from bench.stores import writer_session
+from bench.stores import ours, writer_session
 from checkpointd.projections.checkpoints import COLUMNS
 
 NAME = "bare sqlite"
 _ROW = f"SELECT {', '.join(COLUMNS)} FROM checkpoints"
 _ROW_WITH_BLOB = (
-    f"SELECT {', '.join(COLUMNS)}, (SELECT b.data FROM blobs b WHERE b.seq = checkpoints.seq)"
+    f"SELECT {', '.join(COLUMNS)}, (SELECT b.data FROM log.blobs b WHERE b.seq = checkpoints.seq)"
     " FROM checkpoints"
 )
 _NEWEST = "ORDER BY timestamp DESC, seq DESC"
@@ -57,15 +58,26 @@ class BareReads:
     def replay(self) -> int:
         """Events read from checkpointd's log, in order; not decoded."""
         n = 0
-        for _ in self.conn.execute("SELECT seq, type, data FROM events ORDER BY seq"):
+        for _ in self.conn.execute("SELECT seq, type, data FROM log.events ORDER BY seq"):
             n += 1
         return n
 
 
+# Attaches checkpointd's log, read-only, as ``log`` beside its views (the parameter: its URI).
+ATTACH_LOG = "ATTACH DATABASE ? AS log"
+
+
+def _log_uri(checkpointd_file: Path) -> str:
+    return f"file:{checkpointd_file}?mode=ro"
+
+
 @contextmanager
 def open_reads(checkpointd_file: Path) -> Iterator[BareReads]:
-    conn = sqlite3.connect(f"file:{checkpointd_file}?mode=ro", uri=True, check_same_thread=False)
+    """Plain reads of checkpointd's log at ``checkpointd_file`` and of its views file."""
+    views = ours.views_file(checkpointd_file)
+    conn = sqlite3.connect(f"file:{views}?mode=ro", uri=True, check_same_thread=False)
     try:
+        conn.execute(ATTACH_LOG, (_log_uri(checkpointd_file),))
         yield BareReads(conn)
     finally:
         conn.close()
@@ -96,7 +108,9 @@ class BareAsyncReads:
 
 @asynccontextmanager
 async def open_async_reads(checkpointd_file: Path) -> AsyncIterator[BareAsyncReads]:
-    async with aiosqlite.connect(f"file:{checkpointd_file}?mode=ro", uri=True) as conn:
+    views = ours.views_file(checkpointd_file)
+    async with aiosqlite.connect(f"file:{views}?mode=ro", uri=True) as conn:
+        await conn.execute(ATTACH_LOG, (_log_uri(checkpointd_file),))
         yield BareAsyncReads(conn)
 
 

@@ -11,11 +11,22 @@ from typing import Any
 
 from bench import data
 from bench.stores import writer_session
-from checkpointd import CheckpointManager
+from checkpointd import CheckpointManager, Config
 
 NAME = "checkpointd"
+PROJECTORS = ("thread", "process")  # Config.projector: the embedded default first
 BATCH = 1000  # create_batch's maximum
 NEWEST_FIRST = [("timestamp", "desc")]
+
+
+def label(projector: str) -> str:
+    """The row name of a projector setting: the embedded default is plain ``checkpointd``."""
+    return NAME if projector == PROJECTORS[0] else f"{NAME} projector={projector}"
+
+
+def views_file(path: Path) -> Path:
+    """Where the manager on its defaults keeps the views of the log at ``path``."""
+    return Path(Config(database_path=str(path)).views_file)
 
 
 def item(i: int, session: str) -> dict[str, Any]:
@@ -70,8 +81,8 @@ class Checkpointd:
 
 
 def checkpoint_ids(path: Path, k: int, seed: int) -> list[str]:
-    """``k`` random checkpoint ids from the file (read directly: the API has no sampling)."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+    """``k`` random checkpoint ids from the views (read directly: the API has no sampling)."""
+    with sqlite3.connect(f"file:{views_file(path)}?mode=ro", uri=True) as conn:
         low, high = conn.execute("SELECT min(seq), max(seq) FROM checkpoints").fetchone()
         rng = random.Random(seed)
         find = "SELECT id FROM checkpoints WHERE seq >= ? ORDER BY seq LIMIT 1"

@@ -45,7 +45,9 @@ def timed(query: Query) -> Callable[[int], Awaitable[Any]]:
 async def run(datasets: Datasets) -> list[Table]:
     scale = datasets.scale
     loaded = await datasets.get(ours.NAME, max(scale.stored))
-    table = Table(f"checkpointd alone: search, stats, restore; {loaded.stored:,} stored")
+    table = Table(
+        f"checkpointd alone: search, stats, restore; {loaded.stored:,} stored", key="alone"
+    )
     table.label = "operation"
     async with ours.open_store(loaded.path) as store:
         for label, query in queries(store.manager, loaded.stored).items():

@@ -2,9 +2,10 @@
 
 Each query is timed ``scale.reads`` times at 1 caller, on inputs sampled (the same seed for
 every store) from what was stored: sessions of 100 checkpoints, ids picked at random. Bare
-SQLite fetches the same rows from checkpointd's file with a plain ``sqlite3`` query and decodes
-nothing, so the ratio to it is checkpointd's whole read path over the query alone; bare
-aiosqlite runs the same queries through ``aiosqlite`` (the thread hop an asyncio store pays).
+SQLite fetches the same rows from checkpointd's files (its views, with its log attached for the
+blobs) with a plain ``sqlite3`` query and decodes nothing, so the ratio to it is checkpointd's
+whole read path over the query alone; bare aiosqlite runs the same queries through ``aiosqlite``
+(the thread hop an asyncio store pays).
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ async def run(datasets: Datasets) -> list[Table]:
 
 
 async def measure(size: int, loads: dict[str, Populated], n: int) -> list[Table]:
-    get = Table(f"get by id, {size:,} stored")
-    latest = Table(f"latest checkpoint of a session (with its snapshot), {size:,} stored")
-    list10 = Table(f"newest 10 of a session, {size:,} stored")
+    get = Table(f"get by id, {size:,} stored", key=f"get-{size}")
+    latest = Table(
+        f"latest checkpoint of a session (with its snapshot), {size:,} stored",
+        key=f"latest-{size}",
+    )
+    list10 = Table(f"newest 10 of a session, {size:,} stored", key=f"list10-{size}")
     seed = size
 
     def sessions(loaded: Populated) -> list[str]:
@@ -82,7 +86,7 @@ async def measure(size: int, loads: dict[str, Populated], n: int) -> list[Table]
             note + "; include_snapshot=True",
         )
     with bare_sqlite.open_reads(cpd.path) as bare:
-        note = "same rows from checkpointd's file, not decoded"
+        note = "same rows from checkpointd's files, not decoded"
         get.add(bare.name, await drive(by_index(bare.get, ids), n, warmup=WARMUP), note)
         latest.add(bare.name, await drive(by_index(bare.latest, names), n, warmup=WARMUP), note)
         list10.add(bare.name, await drive(by_index(bare.list10, names), n, warmup=WARMUP), note)

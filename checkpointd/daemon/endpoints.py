@@ -161,7 +161,8 @@ async def rebuild(m: CheckpointManager, data: Body, _: str | None) -> Mapping[st
 
 async def health(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
     _only(data, set(), "health")
-    return {"lastSeq": await m.health()}
+    last = await m.health()
+    return {"lastSeq": last, "viewsSeq": m.views_position}
 
 
 ENDPOINTS: dict[str, Endpoint] = {

@@ -100,6 +100,8 @@ class MetricsCollector:
             },
             "events": {
                 "lastSeq": seq,
+                "viewsSeq": self._manager.views_position,  # the projector's position
+                "viewsBehind": max(0, seq - self._manager.views_position),
                 "ratePerSecond": 0.0
                 if previous is None or elapsed <= 0
                 else round((seq - previous) / elapsed, 3),

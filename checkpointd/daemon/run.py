@@ -36,6 +36,7 @@ from checkpointd.loops import every
 from checkpointd.manager import CheckpointManager
 from checkpointd.transport import barrier, safe_url
 
+_STATUS_EVERY = 1.0  # seconds between status lines while the views catch up
 log = structlog.get_logger("checkpointd.daemon")
 
 EXIT_OK = 0
@@ -174,6 +175,7 @@ class Daemon:
         manager = CheckpointManager(settings.engine, cleanup_loop=False)
         await manager.open()
         stack.push_async_callback(manager.close)
+        await _catch_up(manager)
         url = settings.nats.url
         if url is None:
             for warning in nats_auth.warnings(settings.nats):
@@ -218,8 +220,9 @@ class Daemon:
             max_uploads=settings.daemon.max_uploads,
             max_uploads_per_connection=settings.daemon.max_uploads_per_connection,
         )
-        await service.start()
+        # Pushed first: a start that fails part way still stops what it started.
         stack.push_async_callback(service.stop)
+        await service.start()
         return manager, service, nc, url
 
     def _loops(
@@ -311,6 +314,18 @@ def _make_directories(settings: Settings) -> Path:
             reason = f"cannot create {directory}: {exc.strerror}"
             raise ConfigError(key, str(directory), reason) from None
     return state
+
+
+async def _catch_up(manager: CheckpointManager) -> None:
+    """Wait until the views have reached the log's head (ready means reads can be answered
+    within ``read_timeout``), telling systemd how far the projector has come."""
+    head = manager.log_head
+    while manager.views_position < head:
+        done = manager.views_progress
+        notify(f"STATUS=building the views from the log: {done} of {head} events")
+        log.info("views catching up", events=done, head=head)
+        with contextlib.suppress(UnavailableError):
+            await manager.wait_for_views(head, within=_STATUS_EVERY)
 
 
 def _cannot_start(exc: CheckpointError, code: int) -> int:

@@ -9,6 +9,11 @@ service owns: 64 callers in flight reach the writer together and share its group
 Every request is answered: the result in the request's encoding, or an error with the
 ``Nats-Service-Error``/``-Code`` headers and the ``{"error": {...}}`` body. An unexpected
 exception is logged with its context and answered with a generic 500; its text never leaves.
+Every reply to a verb carries ``Checkpointd-Seq``, the log position it was answered at (the
+log head for a call that records none: one answered from the log itself, or an error), and a
+request's ``Checkpointd-Min-Seq`` is the floor of its reads (``checkpointd.consistency``).
+Upload chunk replies and download chunks carry no position: they move the bytes of one request
+or reply, whose own message carries it.
 No message the service sends is bigger than the connection's ``max_payload``, headers counted.
 """
 
@@ -28,7 +33,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from checkpointd import __version__, faults, wire
+from checkpointd import __version__, consistency, faults, wire
 from checkpointd.compact_json import compact_dumps
 from checkpointd.daemon.endpoints import ENDPOINTS, WRITES
 from checkpointd.daemon.metrics import RequestMetrics
@@ -49,6 +54,7 @@ _PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 _HEADROOM = 1024  # bytes kept free for headers in a download chunk
 _DECODE_ON_LOOP = 64 * 1024  # the biggest request body decoded on the event loop
 _NOTIFY_BACKLOG = 100_000
+_UNANSWERED = -1  # no call recorded the position it answered at
 _SWEEP_INTERVAL = 30.0
 
 
@@ -201,21 +207,38 @@ class CheckpointService:
             upload = headers.get(wire.UPLOAD)
             if upload is not None:
                 body = self._transfers.take(upload)
+            floor = wire.min_seq(headers)
             data = await _decoded(body, encoding)
             key = headers.get(wire.MSG_ID) if verb in WRITES else None
+            # This task serves this request alone, so the context variables are its own. Both
+            # are set: its context starts as a copy of the one start() subscribed in.
+            consistency.min_seq.set(floor)
+            consistency.answered_at.set(_UNANSWERED)
             result = await ENDPOINTS[verb](self._manager, data, key)
+            seq = consistency.answered_at.get()
+            if seq == _UNANSWERED:  # answered from the log alone (health, verify, rebuild)
+                seq = self._manager.log_head
             if looks_big(result):
                 reply = await asyncio.to_thread(wire.encode_in_pieces, result, encoding)
             else:
                 reply = wire.encode(result, encoding)
-            return reply, {wire.CONTENT_TYPE: encoding}
+            return reply, {wire.CONTENT_TYPE: encoding, wire.SEQ: str(seq)}
 
-        await self._answer(msg, verb, work)
+        await self._answer(msg, verb, work, positioned=True)
 
     async def _answer(
-        self, msg: Msg, what: str, work: Callable[[str], Awaitable[tuple[bytes, dict[str, str]]]]
+        self,
+        msg: Msg,
+        what: str,
+        work: Callable[[str], Awaitable[tuple[bytes, dict[str, str]]]],
+        *,
+        positioned: bool = False,
     ) -> None:
-        """Run ``work`` and send its reply, or the error reply: every request is answered."""
+        """Run ``work`` and send its reply, or the error reply: every request is answered.
+
+        ``positioned``: the reply carries ``Checkpointd-Seq``; ``work`` sets it on success, an
+        error reply gets the log head known when it is built.
+        """
         started = time.perf_counter()
         encoding = wire.JSON
         failed = True
@@ -228,6 +251,8 @@ class CheckpointService:
         except Exception:
             log.exception("request failed", endpoint=what, subject=msg.subject)
             body, headers = wire.error_reply(InternalError("internal error"), encoding)
+        if positioned and wire.SEQ not in headers:
+            headers[wire.SEQ] = str(self._manager.log_head)
         await self._reply(msg, body, headers)
         self.metrics.observe(what, time.perf_counter() - started, error=failed)
 
@@ -239,7 +264,10 @@ class CheckpointService:
             try:
                 offer = self._transfers.offer(body, max(1, limit - _HEADROOM))
             except CheckpointError as error:
+                seq = headers.get(wire.SEQ)
                 body, headers = wire.error_reply(error, headers.get(wire.CONTENT_TYPE, wire.JSON))
+                if seq is not None:  # what was done is done: its position still goes out
+                    headers[wire.SEQ] = seq
             else:
                 headers = {
                     **headers,

@@ -288,6 +288,8 @@ def _build(values: dict[str, Any], origin: dict[str, str], env: Mapping[str, str
         daemon = DaemonSettings(**daemon_values)
         if "database_path" not in engine_values:
             engine_values["database_path"] = str(Path(daemon.state_directory) / "checkpointd.db")
+        # The daemon projects on another core: its projector is a process of its own.
+        engine_values.setdefault("projector", "process")
         if isinstance(engine_values.get("encryption_old_keys"), list):
             engine_values["encryption_old_keys"] = tuple(engine_values["encryption_old_keys"])
         engine = Config(**engine_values)

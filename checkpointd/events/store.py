@@ -15,6 +15,8 @@ from checkpointd.events.types import GENESIS_HASH, EventRecord
 COLUMNS = "seq, id, type, stream, session_id, version, at, actor, causation, data, prev_hash, hash"
 INSERT = f"INSERT INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 SELECT = f"SELECT {COLUMNS} FROM events"
+# What the views are built from (``Projector.apply_rows``): a create needs no more.
+REPLAY_COLUMNS = "seq, type, stream, session_id, version, at, data"
 
 
 def append(conn: sqlite3.Connection, record: EventRecord) -> None:
@@ -49,14 +51,32 @@ def head(conn: sqlite3.Connection) -> tuple[int, bytes]:
     return (0, GENESIS_HASH) if row is None else (row[0], row[1])
 
 
+def get(conn: sqlite3.Connection, seq: int) -> EventRecord | None:
+    """The event at ``seq``, or None."""
+    row = conn.execute(f"{SELECT} WHERE seq = ?", (seq,)).fetchone()
+    return None if row is None else from_row(row)
+
+
 def scan(conn: sqlite3.Connection, after_seq: int = 0, chunk: int = 5000) -> Iterator[EventRecord]:
     """Every event after ``after_seq`` in ``seq`` order, read in chunks."""
-    while True:
-        rows = conn.execute(
-            f"{SELECT} WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, chunk)
-        ).fetchall()
+    for rows in scan_rows(conn, after_seq, chunk):
         for row in rows:
             yield from_row(row)
+
+
+def scan_rows(
+    conn: sqlite3.Connection, after_seq: int = 0, chunk: int = 5000, columns: str = COLUMNS
+) -> Iterator[list[Any]]:
+    """Every event after ``after_seq`` in ``seq`` order, as lists of at most ``chunk`` rows.
+
+    ``columns`` (``seq`` first) chooses what each row holds: a replay reads only what the views
+    need (``REPLAY_COLUMNS``) and builds no record for most events.
+    """
+    select = f"SELECT {columns} FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+    while True:
+        rows = conn.execute(select, (after_seq, chunk)).fetchall()
+        if rows:
+            yield rows
         if len(rows) < chunk:
             return
         after_seq = rows[-1][0]

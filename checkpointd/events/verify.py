@@ -29,7 +29,13 @@ from checkpointd.models import VerifyResult
 
 Progress = Callable[[int], None]
 T = TypeVar("T")
-_VIEW_ROWS = "SELECT seq, id, checksum, size FROM checkpoints ORDER BY seq"
+_VIEW_ROWS = "SELECT seq, id, checksum, size FROM views.checkpoints ORDER BY seq"
+
+
+def _read_only(path: str) -> str:
+    return Path(path).resolve().as_uri() + "?mode=ro"  # as_uri escapes '?', '#', '%' in paths
+
+
 _END = 2**63  # past any seq
 
 
@@ -49,12 +55,17 @@ def verify_chain(
 
 
 def verify_file(
-    path: str, progress: Progress | None = None, keys: ChainKeys | None = None
+    path: str,
+    progress: Progress | None = None,
+    keys: ChainKeys | None = None,
+    views_path: str | None = None,
 ) -> VerifyResult:
-    """``verify_chain`` on a fresh read-only connection to the database at ``path``."""
-    uri = Path(path).resolve().as_uri() + "?mode=ro"  # as_uri escapes '?', '#', '%' in paths
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+    """``verify_chain`` on a fresh read-only connection to the log at ``path``, with the views
+    file at ``views_path`` attached when there is one (its rows are checked too)."""
+    conn = sqlite3.connect(_read_only(path), uri=True, isolation_level=None)
     try:
+        if views_path is not None and Path(views_path).exists():
+            conn.execute("ATTACH DATABASE ? AS views", (_read_only(views_path),))
         return verify_chain(conn, progress, keys)
     finally:
         conn.close()
@@ -81,7 +92,9 @@ class _Scan:
         self._keys = keys
         heads = signing.scan(conn) if keys is not None else iter(())
         self._heads = _Ahead(heads, lambda head: head.seq)
-        self._rows: _Ahead[tuple[Any, ...]] = _Ahead(conn.execute(_VIEW_ROWS), lambda r: r[0])
+        attached = {row[1] for row in conn.execute("PRAGMA database_list")}
+        rows = conn.execute(_VIEW_ROWS) if "views" in attached else iter(())
+        self._rows: _Ahead[tuple[Any, ...]] = _Ahead(rows, lambda r: r[0])
         self._signed = 0  # the newest signed head that held
 
     def run(self, progress: Progress | None) -> VerifyResult:

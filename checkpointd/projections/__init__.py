@@ -7,9 +7,12 @@ rebuild can replay the log from event 0. The rebuilt tables equal the live ones.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import msgpack
+
+from checkpointd.events import store
 from checkpointd.events.types import EventRecord, EventType
 from checkpointd.projections import checkpoints, fts, lineage, sessions
 from checkpointd.projections.checkpoints import Row
@@ -19,6 +22,8 @@ from checkpointd.storage.schema import PROJECTION_TABLES
 
 POSITION = "projections"
 _TYPES = {kind.value: kind for kind in EventType}  # a dict lookup, cheaper than EventType(...)
+_CREATED = EventType.CREATED.value
+_RESTORED_FROM = checkpoints.COLUMNS.index("restored_from")
 
 
 class Projector:
@@ -76,6 +81,67 @@ class Projector:
         self.position = event.seq
         return after
 
+    def apply_rows(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
+        """Apply events given as log rows (``store.REPLAY_COLUMNS``, in seq order).
+
+        The views end as ``apply`` on each event would leave them, with creates' session rows
+        buffered as in bulk mode (``flush`` writes them). Creates, nearly every event of a
+        log, make no record and no dict row: consecutive ones are decoded once each (arrays as
+        tuples) and written with one statement per table. Any other event writes the creates
+        before it, then goes through ``apply``.
+        """
+        created: list[tuple[Any, ...]] = []
+        edges: list[lineage.Edge] = []
+        restore_edges: list[lineage.RestoreEdge] = []
+        buffered = self._sessions
+        unpack = msgpack.unpackb
+        values_of = checkpoints.created_values
+        for row in rows:
+            seq, kind, stream, session_id, _, at, data = row
+            if kind != _CREATED:
+                if created:
+                    self._write_created(conn, created, edges, restore_edges)
+                    created, edges, restore_edges = [], [], []
+                event = store.get(conn, seq)
+                assert event is not None  # the row was just read from the log
+                self.apply(conn, event, event.payload())
+                continue
+            payload = unpack(data, use_list=False)
+            values = values_of(row, payload)
+            created.append(values)
+            parent = payload["metadata"].get("parentCheckpoint")
+            if parent is not None:
+                edges.append((stream, parent, lineage.PARENT, seq))
+            restored_from = values[_RESTORED_FROM]
+            if restored_from is not None:
+                edges.append((stream, restored_from, lineage.RESTORED_FROM, seq))
+            # As in ``_created``: the sessions view is read as it was before this create.
+            if self._restores and session_id not in buffered:
+                restore_edges.append((stream, lineage.RESTORE, seq, session_id))
+            # As ``sessions.created_values`` (built here: no record).
+            buffered[session_id] = (session_id, seq, stream, stream, None, seq, at)
+        if created:
+            self._write_created(conn, created, edges, restore_edges)
+        if rows:
+            self.position = rows[-1][0]
+
+    def _write_created(
+        self,
+        conn: sqlite3.Connection,
+        created: list[tuple[Any, ...]],
+        edges: list[lineage.Edge],
+        restore_edges: list[lineage.RestoreEdge],
+    ) -> None:
+        """Write a run of creates' rows (their session rows stay buffered)."""
+        checkpoints.insert_many(conn, created)
+        if self.fts_enabled:
+            fts.add_many(conn, created)
+        self._group.count_added(created)
+        if edges:
+            lineage.link_many(conn, edges)
+        if restore_edges:
+            lineage.link_restore_many(conn, restore_edges)
+
     def _created(
         self, conn: sqlite3.Connection, event: EventRecord, data: Mapping[str, Any]
     ) -> Row:
@@ -127,7 +193,8 @@ class Projector:
         sessions.state_restored(conn, event, data["stateId"], data["checkpointId"], sources)
 
     def _write_sessions(self, conn: sqlite3.Connection) -> None:
-        rows, self._sessions = list(self._sessions.values()), {}
+        rows = list(self._sessions.values())
+        self._sessions.clear()  # in place: ``apply_rows`` holds it
         sessions.write_created(conn, rows)
 
     def discard_group(self, position: int) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -65,26 +65,63 @@ def metadata_columns(metadata: Mapping[str, Any]) -> Row:
 
 def created_row(event: EventRecord, data: Mapping[str, Any]) -> Row:
     """The view row a ``checkpoint.created`` event produces."""
-    return {
-        "seq": event.seq,
-        "id": event.stream,
-        "name": data["name"],
-        "session_id": event.session_id,
-        "timestamp": data["timestamp"],
-        "branches": dumps(data["branches"]),
-        **metadata_columns(data["metadata"]),
-        "created_by": data.get("createdBy"),
-        "size": data["size"],
-        "stored_size": data["storedSize"],
-        "checksum": data["checksum"],
-        "compressed": int(data["compression"] != "none"),
-        "encrypted": int(data["encrypted"]),
-        "retention_expires_at": data.get("retentionExpiresAt"),
-        "restored_from": data.get("restoredFrom"),
-        "version": event.version,
-        "created_at": event.at,
-        "updated_at": event.at,
-    }
+    header = (event.seq, event.type, event.stream, event.session_id, event.version, event.at)
+    return dict(zip(COLUMNS, created_values(header, data), strict=True))
+
+
+def created_values(header: Sequence[Any], data: Mapping[str, Any]) -> tuple[Any, ...]:
+    """``created_row``'s values in ``COLUMNS`` order; ``header`` starts as a log row read with
+    ``store.REPLAY_COLUMNS`` does (seq, type, stream, session_id, version, at). A replay keeps
+    rows as tuples: no record, no dict per event."""
+    seq, _, stream, session_id, version, at = header[:6]
+    metadata = data["metadata"]
+    tags = metadata.get("tags")
+    return (
+        seq,
+        stream,
+        data["name"],
+        session_id,
+        data["timestamp"],
+        branches_text(data["branches"]),
+        dumps(metadata),
+        metadata.get("feature"),
+        metadata.get("priority", "normal"),
+        metadata.get("author"),
+        metadata.get("description"),
+        " ".join(tags) if tags else None,
+        metadata.get("workflowId"),
+        metadata.get("stepId"),
+        data.get("createdBy"),
+        data["size"],
+        data["storedSize"],
+        data["checksum"],
+        int(data["compression"] != "none"),
+        int(data["encrypted"]),
+        data.get("retentionExpiresAt"),
+        data.get("restoredFrom"),
+        version,
+        at,
+        at,
+    )
+
+
+# The text of recently seen branch lists (most checkpoints have the same few), keyed by tuples
+# of strings only: no other value equals one of those, so a hit is always the right text.
+_BRANCHES: dict[tuple[str, ...], str] = {}
+
+
+def branches_text(branches: Any) -> str:
+    """``dumps(branches)``, remembered for tuples of strings (a replay decodes arrays so)."""
+    try:
+        return _BRANCHES[branches]
+    except (KeyError, TypeError):  # not seen, or a list (not hashable)
+        pass
+    text = dumps(branches)
+    if type(branches) is tuple and all(type(name) is str for name in branches):
+        if len(_BRANCHES) >= 1024:
+            _BRANCHES.clear()
+        _BRANCHES[branches] = text
+    return text
 
 
 def updated_row(before: Row, event: EventRecord, changes: Mapping[str, Any]) -> Row:
@@ -112,6 +149,11 @@ def load(conn: sqlite3.Connection, checkpoint_id: str) -> Row | None:
 
 def insert(conn: sqlite3.Connection, row: Row) -> None:
     conn.execute(_INSERT, _VALUES(row))
+
+
+def insert_many(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows given as ``created_values`` tuples, in one statement."""
+    conn.executemany(_INSERT, rows)
 
 
 def replace(conn: sqlite3.Connection, row: Row) -> None:

@@ -95,12 +95,19 @@ def checkpoint_removed(conn: sqlite3.Connection, event: EventRecord) -> None:
             _fall_back(conn, session_id, event)
 
 
+# A checkpoint's row is keyed by its create event's seq and keeps that event's session, so
+# the newest remaining checkpoint of a session is found walking the log's (session_id, seq)
+# index backwards to the first event with a row in the view. This needs no index of the view:
+# a replay drops them, and a scan of the whole view per removal made long replays quadratic.
+_NEWEST = (
+    "SELECT c.seq, c.id FROM events AS e CROSS JOIN checkpoints AS c ON c.seq = e.seq"
+    " WHERE e.session_id = ? ORDER BY e.seq DESC LIMIT 1"
+)
+
+
 def _fall_back(conn: sqlite3.Connection, session_id: str, event: EventRecord) -> None:
     """Put the session at its newest remaining checkpoint (or at no state)."""
-    newest = conn.execute(
-        "SELECT seq, id FROM checkpoints WHERE session_id = ? ORDER BY seq DESC LIMIT 1",
-        (session_id,),
-    ).fetchone()
+    newest = conn.execute(_NEWEST, (session_id,)).fetchone()
     ref, checkpoint_id = (None, None) if newest is None else newest
     conn.execute(
         "UPDATE sessions SET state_ref = ?, state_key = ?, checkpoint_id = ?,"

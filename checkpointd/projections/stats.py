@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
 
-from checkpointd.projections.checkpoints import Row
+from checkpointd.projections.checkpoints import COLUMNS, Row
 
 DIMENSIONS = ("feature", "priority", "session_id")
 DIMENSION_NAMES = {"feature": "feature", "priority": "priority", "session_id": "session"}
+_SIZE = itemgetter(COLUMNS.index("size"))
+_STORED_SIZE = itemgetter(COLUMNS.index("stored_size"))
+_DIMENSION_VALUES = tuple(
+    (DIMENSION_NAMES[column], itemgetter(COLUMNS.index(column))) for column in DIMENSIONS
+)
 
 
 @dataclass(slots=True)
@@ -30,6 +38,17 @@ class StatsDelta:
         for column in DIMENSIONS:
             if row[column] is not None:
                 self.counts[(DIMENSION_NAMES[column], row[column])] += sign
+
+    def count_added(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """``count(row, +1)`` for view rows given as tuples in ``COLUMNS`` order (C loops)."""
+        self.totals["checkpoints"] += len(rows)
+        self.totals["total_size"] += sum(map(_SIZE, rows))
+        self.totals["stored_size"] += sum(map(_STORED_SIZE, rows))
+        counts = self.counts
+        for name, value in _DIMENSION_VALUES:
+            for key, n in Counter(map(value, rows)).items():
+                if key is not None:
+                    counts[(name, key)] += n
 
     def recount(self, before: Row, after: Row) -> None:
         for column in DIMENSIONS:

@@ -70,6 +70,12 @@ def page_bounds(page: Any, page_size: Any) -> tuple[int, int]:
     return page, page_size
 
 
+_REMOVED = (
+    "SELECT 1 FROM events WHERE stream = ?"
+    " AND type IN ('checkpoint.deleted', 'checkpoint.expired') LIMIT 1"
+)
+
+
 class ReadModel:
     """Queries over the projections; snapshots decoded and verified on the way out."""
 
@@ -94,7 +100,18 @@ class ReadModel:
             found = await self.readers.fetchone(f"{select} WHERE id = ?", (checkpoint_id,))
         if found is None:
             return None
+        if include_snapshot and found[-1] is None and await self.removed(checkpoint_id):
+            return None  # deleted after this read began: the views had not shown it yet
         return await self._checkpoint(found, include_snapshot=include_snapshot)
+
+    async def removed(self, checkpoint_id: str) -> bool:
+        """Whether the log has the checkpoint's delete or expiry.
+
+        The views follow the log: a checkpoint deleted while a read runs can still have its
+        view row when its snapshot is already gone. Such a row reads as absent, not as damage.
+        """
+        found = await self.readers.fetchone(_REMOVED, (checkpoint_id,), views=False)
+        return found is not None
 
     async def _checkpoint(self, values: Sequence[Any], *, include_snapshot: bool) -> Checkpoint:
         """A Checkpoint from a view row, the row's blob (if selected) decoded and verified."""
@@ -151,25 +168,35 @@ class ReadModel:
             found = await self.readers.fetchone(
                 f"{_SELECT_WITH_BLOB} WHERE id = ?", (checkpoint_id,)
             )
-        if found is None:
+        blob = None if found is None else found[-1]
+        if found is None or (blob is None and await self.removed(checkpoint_id)):
             raise NotFoundError("checkpoint", checkpoint_id)
-        blob = found[-1]
         return _row(found[:-1]), None if blob is None else bytes(blob)
 
-    async def session_state(self, session_id: str) -> tuple[dict[str, Any], int]:
-        """A session's current state and its ``last_seq`` (``({}, 0)`` for an unknown session)."""
+    async def session_state(self, session_id: str) -> tuple[dict[str, Any], int, frozenset[str]]:
+        """A session's current state, its ``last_seq`` and the checkpoints that state holds
+        values of (``({}, 0, frozenset())`` for an unknown session)."""
         found = await self.readers.fetchone(
-            "SELECT s.state_key, s.last_seq, b.data FROM sessions s"
-            " LEFT JOIN blobs b ON b.seq = s.state_ref WHERE s.session_id = ?",
+            "SELECT s.state_key, s.last_seq, b.data, s.checkpoint_id, s.state_ref"
+            " FROM sessions s LEFT JOIN blobs b ON b.seq = s.state_ref WHERE s.session_id = ?",
             (session_id,),
         )
         if found is None:
-            return {}, 0
-        key, last_seq, blob = found
+            return {}, 0, frozenset()
+        key, last_seq, blob, checkpoint_id, ref = found
+        if checkpoint_id is not None:
+            sources = frozenset((checkpoint_id,))
+        elif ref is not None:
+            rows = await self.readers.fetchall(
+                "SELECT checkpoint_id FROM restore_sources WHERE seq = ?", (ref,)
+            )
+            sources = frozenset(source for (source,) in rows)
+        else:
+            sources = frozenset()
         if key is None or blob is None:
-            return {}, last_seq
+            return {}, last_seq, sources
         state = await self._decode_blob(key, bytes(blob), expected=None)
-        return state, last_seq
+        return state, last_seq, sources
 
     async def restored_state(self, event_seq: int) -> dict[str, Any]:
         """The state a ``checkpoint.restored`` event stored (as its restore returned it).
@@ -262,6 +289,12 @@ class ReadModel:
                 self._max_page_snapshots,
                 hint="lower pageSize, or leave snapshots out (includeSnapshot: false)",
             )
+        if any(values[-1] is None for values in rows):  # deleted while this read ran?
+            rows = [
+                values
+                for values in rows
+                if values[-1] is not None or not await self.removed(_row(values[:-1])["id"])
+            ]
         if decodes_off_loop(sum(len(v[-1] or b"") for v in rows), size):
             return await asyncio.to_thread(self._checkpoints, rows)
         return self._checkpoints(rows)

@@ -6,8 +6,12 @@ A migration is never edited once released; a change is a new, higher-numbered mi
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+
+import msgpack
 
 from checkpointd.clock import SystemClock, format_timestamp
+from checkpointd.events.types import EventType
 
 MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     (
@@ -207,7 +211,123 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', lower(hex(randomblob(16))));
         """,
     ),
+    (
+        6,
+        "the views move to their own file",
+        """
+        -- The log keeps only what a write needs: events, blobs, idempotency keys, signed heads
+        -- and the restore_sources index (delete and expiry remove the restored states that hold
+        -- a checkpoint's values). The views are built by the projector in their own file
+        -- (checkpointd.views) from event 0, so they go from here.
+        DROP TABLE IF EXISTS checkpoints_fts;
+        DROP TABLE IF EXISTS checkpoints;
+        DROP TABLE IF EXISTS lineage;
+        DROP TABLE IF EXISTS stats_totals;
+        DROP TABLE IF EXISTS stats_counts;
+        DROP TABLE IF EXISTS sessions;
+        DROP TABLE IF EXISTS projection_position;
+        DELETE FROM meta WHERE key = 'fts_stale';
+        """,
+    ),
 )
+
+VIEWS_VERSION = 1
+"""The views file's layout; a file of another version is rebuilt from the log."""
+
+VIEWS_SCHEMA = """
+CREATE TABLE views_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+
+CREATE TABLE projection_position (
+    name TEXT PRIMARY KEY,
+    seq  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- The checkpoints view: rowid is the seq of the create event (also the FTS rowid, and the key
+-- of the checkpoint's blob in the log).
+CREATE TABLE checkpoints (
+    seq                  INTEGER PRIMARY KEY,
+    id                   TEXT NOT NULL UNIQUE,
+    name                 TEXT NOT NULL,
+    session_id           TEXT NOT NULL,
+    timestamp            TEXT NOT NULL,
+    branches             TEXT NOT NULL,
+    metadata             TEXT NOT NULL,
+    feature              TEXT,
+    priority             TEXT NOT NULL,
+    author               TEXT,
+    description          TEXT,
+    tags                 TEXT,
+    workflow_id          TEXT,
+    step_id              TEXT,
+    created_by           TEXT,
+    size                 INTEGER NOT NULL,
+    stored_size          INTEGER NOT NULL,
+    checksum             TEXT NOT NULL,
+    compressed           INTEGER NOT NULL,
+    encrypted            INTEGER NOT NULL,
+    retention_expires_at TEXT,
+    restored_from        TEXT,
+    version              INTEGER NOT NULL,
+    created_at           TEXT NOT NULL,
+    updated_at           TEXT NOT NULL
+);
+CREATE INDEX checkpoints_session ON checkpoints (session_id, timestamp);
+CREATE INDEX checkpoints_feature ON checkpoints (feature, timestamp)
+    WHERE feature IS NOT NULL;
+CREATE INDEX checkpoints_timestamp ON checkpoints (timestamp);
+CREATE INDEX checkpoints_retention ON checkpoints (retention_expires_at)
+    WHERE retention_expires_at IS NOT NULL;
+
+CREATE VIRTUAL TABLE checkpoints_fts USING fts5 (
+    name, description, tags, feature, author, workflow_id, step_id,
+    content = 'checkpoints', content_rowid = 'seq',
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+
+-- Lineage edges survive the deletion of either end, so chains stay traversable.
+CREATE TABLE lineage (
+    child  TEXT NOT NULL,
+    parent TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    PRIMARY KEY (child, parent, kind)
+) WITHOUT ROWID;
+CREATE INDEX lineage_parent ON lineage (parent);
+
+CREATE TABLE stats_totals (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    checkpoints INTEGER NOT NULL,
+    total_size  INTEGER NOT NULL,
+    stored_size INTEGER NOT NULL
+);
+INSERT INTO stats_totals (id, checkpoints, total_size, stored_size) VALUES (1, 0, 0, 0);
+CREATE TABLE stats_counts (
+    dimension TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    n         INTEGER NOT NULL,
+    PRIMARY KEY (dimension, key)
+) WITHOUT ROWID;
+
+-- Per-session current state: the blob of its newest checkpoint or of its last restore.
+CREATE TABLE sessions (
+    session_id    TEXT PRIMARY KEY,
+    state_ref     INTEGER,
+    state_key     TEXT,
+    checkpoint_id TEXT,
+    restored_from TEXT,
+    last_seq      INTEGER NOT NULL,
+    updated_at    TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- The checkpoints whose values each live restored state holds (see projections.sessions).
+CREATE TABLE restore_sources (
+    checkpoint_id TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    session_id    TEXT NOT NULL,
+    PRIMARY KEY (checkpoint_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX restore_sources_seq ON restore_sources (seq);
+"""
 
 PROJECTION_TABLES = (
     "checkpoints",
@@ -217,6 +337,32 @@ PROJECTION_TABLES = (
     "sessions",
     "restore_sources",
 )
+"""The views' tables that hold rows (the FTS index aside)."""
+
+
+def _index_restore_sources(conn: sqlite3.Connection) -> None:
+    """Index the sources of every restore already in the log in ``restore_sources``.
+
+    From here the table is the log's own index, written with each restore, and delete and
+    expiry remove the restored states it lists. A log from before it was kept (the table is
+    new and empty) would otherwise keep the states restored earlier when their sources go.
+    """
+    restores = conn.execute(
+        "SELECT seq, session_id, data FROM events WHERE type = ?", (EventType.RESTORED.value,)
+    )
+    for seq, session_id, data in restores.fetchall():
+        payload = msgpack.unpackb(data, raw=False)
+        # A restore logged before its sources were recorded holds the restored checkpoint's.
+        sources = payload.get("sources") or (payload["checkpointId"],)
+        conn.executemany(
+            "INSERT OR IGNORE INTO restore_sources (checkpoint_id, seq, session_id)"
+            " VALUES (?, ?, ?)",
+            [(source, seq, session_id) for source in sources],
+        )
+
+
+_THEN: dict[int, Callable[[sqlite3.Connection], None]] = {6: _index_restore_sources}
+"""Steps that finish a migration, in its transaction: what SQL alone cannot do."""
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -233,6 +379,8 @@ def migrate(conn: sqlite3.Connection) -> int:
         try:
             for statement in _statements(sql):
                 conn.execute(statement)
+            if version in _THEN:
+                _THEN[version](conn)
             conn.execute(
                 "INSERT INTO schema_migrations VALUES (?, ?, ?)",
                 (version, description, format_timestamp(SystemClock().now())),
@@ -242,6 +390,13 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute("ROLLBACK")
             raise
     return MIGRATIONS[-1][0]
+
+
+def create_views(conn: sqlite3.Connection) -> None:
+    """Create the views' tables in an empty views file (inside the caller's transaction)."""
+    for statement in _statements(VIEWS_SCHEMA):
+        conn.execute(statement)
+    conn.execute("INSERT INTO views_meta (key, value) VALUES ('version', ?)", (VIEWS_VERSION,))
 
 
 def _statements(sql: str) -> list[str]:

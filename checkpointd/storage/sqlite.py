@@ -44,7 +44,7 @@ def connect_writer(path: str, durability: str) -> sqlite3.Connection:
     A new database file is created 0600, its owner's alone, whatever the umask; SQLite gives
     the ``-wal`` and ``-shm`` files the database file's mode. An existing file keeps its mode.
     """
-    _create_private(path)
+    create_private(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         for pragma in writer_pragmas(durability):
@@ -55,7 +55,7 @@ def connect_writer(path: str, durability: str) -> sqlite3.Connection:
     return conn
 
 
-def _create_private(path: str) -> None:
+def create_private(path: str) -> None:
     """Create ``path`` empty and 0600 unless it exists (an empty file is an empty database)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -19,6 +19,7 @@ after the same delay while readers hold it), so the bytes leave the disk too.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import sqlite3
 import threading
@@ -29,9 +30,10 @@ from typing import Any, TypeVar
 
 import structlog
 
-from checkpointd import faults
+from checkpointd import commands as cmd
+from checkpointd import consistency, faults
 from checkpointd.commands import Command
-from checkpointd.errors import CheckpointError, InternalError, UnavailableError
+from checkpointd.errors import CheckpointError, InternalError, StorageError, UnavailableError
 from checkpointd.events.types import EventRecord, EventType
 from checkpointd.handlers import CommandHandler, Outcome, PartialWriteError
 from checkpointd.storage.sqlite import BUSY_TIMEOUT_MS, translate
@@ -44,6 +46,9 @@ CommitListener = Callable[[list[Committed]], None]
 """Called on the event loop after each COMMIT with each command and the events it appended,
 in commit (``seq``) order; commands that appended nothing are left out."""
 QUEUE_LIMIT = 10_000
+RESERVE_BYTES = 2 * 1024 * 1024
+"""Free bytes kept on the views' disk: below them, writes that grow the store are refused."""
+_GROWS = (cmd.Create, cmd.CreateBatch, cmd.Update, cmd.Restore)
 WAL_TRUNCATE_DELAY = 1.0
 """Seconds from a group that removed snapshots to the WAL truncate (later ones join it)."""
 _TRUNCATE_BUSY_MS = 100  # how long the truncate waits for readers before trying again later
@@ -80,10 +85,18 @@ class GroupCommitWriter:
         *,
         max_group: int,
         on_commit: CommitListener | None = None,
+        on_head: Callable[[int], None] | None = None,
+        reserve_path: str | None = None,
     ) -> None:
         self._open_handler = open_handler
         self._max_group = max_group
         self._on_commit = on_commit
+        self._on_head = on_head
+        self._reserve_path = reserve_path  # a file on the disk that must keep RESERVE_BYTES free
+        self.head = 0
+        """The seq of the last committed event, as the event loop knows it: set before any
+        caller of that group is answered, so a read that begins after an acknowledgement
+        observes at least the acknowledged write."""
         self._inbox: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._slots = asyncio.Semaphore(QUEUE_LIMIT)
         self._handler: CommandHandler | None = None
@@ -100,6 +113,7 @@ class GroupCommitWriter:
         self._thread = threading.Thread(target=self._run, name="checkpointd-writer", daemon=True)
         self._thread.start()
         self._handler = await self._exclusive(self._open_handler)
+        self.head = self._handler.seq
 
     @property
     def handler(self) -> CommandHandler:
@@ -126,15 +140,16 @@ class GroupCommitWriter:
             self._slots.release()
             raise UnavailableError("the checkpoint store is closed")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(self._release_slot)
         self._inbox.put(_Job(command, future))
-        outcome = await future
+        try:
+            outcome = await future
+        finally:
+            # Once the future is done (a result, or the caller cancelled): no extra callback.
+            self._slots.release()
+        consistency.answered(outcome.seq)
         if outcome.error is not None:
             raise outcome.error
         return outcome
-
-    def _release_slot(self, _: asyncio.Future[Outcome]) -> None:
-        self._slots.release()
 
     async def exclusive(self, fn: Callable[[CommandHandler], T]) -> T:
         """Run ``fn(handler)`` alone on the writer thread, between groups."""
@@ -245,7 +260,12 @@ class GroupCommitWriter:
             self._call_soon(_set_result, job.future, result)
 
     def _deliver(self, group: list[_Job], outcomes: list[Outcome]) -> None:
-        """On the loop: resolve the group's futures, then tell the commit listener."""
+        """On the loop: advance the head, resolve the group's futures, tell the listeners."""
+        head = max((outcome.seq for outcome in outcomes), default=0)
+        if head > self.head:
+            self.head = head
+            if self._on_head is not None:
+                self._on_head(head)
         committed: list[Committed] = []
         for job, outcome in zip(group, outcomes, strict=True):
             if outcome.events:
@@ -258,6 +278,24 @@ class GroupCommitWriter:
                 log.exception("commit listener failed")
 
     def _commit_group(self, commands: list[Command]) -> list[Outcome]:
+        """Commit the group, refusing what would grow the store while the disk the views are
+        on is nearly full: the projector must always be able to apply what was acknowledged
+        (removals go through, they make room)."""
+        path = self._reserve_path
+        if path is None or not _low_on_space(path):
+            return self._commit(commands)
+        grows = [isinstance(command, _GROWS) for command in commands]
+        if not any(grows):
+            return self._commit(commands)
+        kept = iter(self._commit([c for c, g in zip(commands, grows, strict=True) if not g]))
+        seq = self.handler.seq
+        full = StorageError(
+            "storage is full: the write was not applied (the last free space is kept for the"
+            " views to follow the log)"
+        )
+        return [Outcome(error=full, seq=seq) if grow else next(kept) for grow in grows]
+
+    def _commit(self, commands: list[Command]) -> list[Outcome]:
         """One transaction for the whole group; runs on the writer thread.
 
         If the group fails as a whole (a SQLite error, a command that failed after writing, a
@@ -270,22 +308,28 @@ class GroupCommitWriter:
         try:
             conn.execute("BEGIN IMMEDIATE")
             outcomes = [handler.handle(command) for command in commands]
-            handler.projector.flush(conn)
             faults.crash_point("after-append-before-commit")
             conn.execute("COMMIT")
         except Exception as exc:
             if not _recover(handler):
-                return [
-                    Outcome(error=UnavailableError("the database is unusable")) for _ in commands
-                ]
+                unusable = UnavailableError("the database is unusable")
+                return [Outcome(error=unusable, seq=handler.seq) for _ in commands]
             if len(commands) > 1:
-                return [self._commit_group([command])[0] for command in commands]
+                return [self._commit([command])[0] for command in commands]
             error = _as_checkpoint_error(exc)
             log.warning(
                 "command rolled back", command=type(commands[0]).__name__, error=error.message
             )
-            return [Outcome(error=error)]
+            return [Outcome(error=error, seq=handler.seq)]
         return outcomes
+
+
+def _low_on_space(path: str) -> bool:
+    try:
+        stats = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < RESERVE_BYTES
 
 
 def _set_result(future: asyncio.Future[T], value: T) -> None:

@@ -352,7 +352,7 @@ def test_validate_of_a_damaged_snapshot_exits_1_naming_the_problem(
     copy = copy_of(db, tmp_path)
     with closing(sqlite3.connect(copy)) as conn, conn:
         (seq,) = conn.execute(
-            "SELECT seq FROM checkpoints WHERE id = ?", (seeded_db[1].id,)
+            "SELECT seq FROM events WHERE stream = ? AND version = 1", (seeded_db[1].id,)
         ).fetchone()
         (blob,) = conn.execute("SELECT data FROM blobs WHERE seq = ?", (seq,)).fetchone()
         damaged = bytearray(blob)

@@ -203,7 +203,8 @@ async def finish(
 def blob_of(db_path: Path, checkpoint_id: str) -> bytes:
     with closing(sqlite3.connect(db_path)) as conn:
         (data,) = conn.execute(
-            "SELECT b.data FROM blobs b JOIN checkpoints c ON b.seq = c.seq WHERE c.id = ?",
+            "SELECT b.data FROM blobs b JOIN events e ON b.seq = e.seq"
+            " WHERE e.stream = ? AND e.version = 1",
             (checkpoint_id,),
         ).fetchone()
     return bytes(data)
@@ -213,7 +214,7 @@ def put_blob(db_path: Path, checkpoint_id: str, data: bytes) -> None:
     """Replace a checkpoint's stored bytes (nothing else: its row still records the old ones)."""
     with closing(sqlite3.connect(db_path)) as conn, conn:
         (seq,) = conn.execute(
-            "SELECT seq FROM checkpoints WHERE id = ?", (checkpoint_id,)
+            "SELECT seq FROM events WHERE stream = ? AND version = 1", (checkpoint_id,)
         ).fetchone()
         conn.execute("UPDATE blobs SET data = ? WHERE seq = ?", (data, seq))
 

@@ -10,8 +10,7 @@ point on the same state, and the retry with the same idempotency key.
 
 Where each point leaves a create:
 
-- ``after-append-before-commit``, ``mid-projection``: before COMMIT, so absent; the retry creates
-  it (``mid-projection`` crashes inside a batch: none of the batch is there, then all of it);
+- ``after-append-before-commit``: before COMMIT, so absent; the retry creates it;
 - ``after-commit-before-reply``: committed, never answered; the retry answers with it;
 - ``after-reply-before-notify``: committed and answered; the retry's reply equals the original.
   Notifications are not durable: one not yet published when the process dies is never
@@ -24,8 +23,14 @@ Where each point leaves a create:
 checkpoints): the state is the one after a whole number of steps, each expired checkpoint
 wholly gone and every other wholly there; the retry with the same key expires the rest, each
 checkpoint once. Its reply counts what the retry expired (no reply was received before).
-``mid-rebuild`` dies inside the rebuild's transaction: the projections are as before, and the
-rebuild run again after the restart writes the same rows.
+``mid-rebuild`` dies while the rebuild replays into its fresh views file: the live views are
+as before, and the rebuild run again after the restart writes the same rows.
+
+``projector-mid-batch`` fires in the projector, a process of the daemon's own: it dies with a
+batch applied to the views but not committed, and only it dies. The daemon restarts it, it
+resumes from the last batch that committed, and every read waits for it: nothing acknowledged
+is lost or reads stale. A projector that dies at every batch leaves the views behind the log,
+whole batches only, and reads answer ``unavailable``, never a stale answer.
 """
 
 from __future__ import annotations
@@ -43,16 +48,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
-from conftest import dump_projections
+import pytest
+from conftest import caught_up, dump_projections, views_file
 from daemon.serving import DEADLINE, Daemon, Daemons
 from natsserver import subscribed
 
 from checkpointd import CheckpointClient
 from checkpointd.commands import ExpireDue
+from checkpointd.errors import UnavailableError
 from checkpointd.faults import ENV
 from checkpointd.snapshots.canonical import canonical_encode, checksum
 
-from .oracle import check_store
+from .oracle import check_store, wait_for_children
 
 T = TypeVar("T")
 SESSION = "crash-points"
@@ -104,6 +111,7 @@ async def crash_during(daemon: Daemon, operation: Awaitable[T], *, answered: boo
     task = asyncio.ensure_future(operation)
     code = await asyncio.to_thread(daemon.wait)
     assert code == -signal.SIGKILL, daemon.diagnostics()
+    await asyncio.to_thread(wait_for_children, daemon.children)
     if answered:
         async with asyncio.timeout(DEADLINE):
             return await task
@@ -115,12 +123,19 @@ async def crash_during(daemon: Daemon, operation: Awaitable[T], *, answered: boo
 
 
 def footprint(db_path: Path, name: str, key: str) -> dict[str, int]:
-    """Every trace one create leaves: its checkpoint row, create event, blob, FTS entry and
-    idempotency key (each counted: all 1 for a create that happened, all 0 otherwise)."""
+    """Every trace one create leaves: its checkpoint row and FTS entry (in the views, caught
+    up with the log), its create event, blob and idempotency key (in the log), each counted:
+    all 1 for a create that happened, all 0 otherwise."""
+    caught_up(db_path)
+    with closing(sqlite3.connect(views_file(db_path))) as views:
+        rows = views.execute("SELECT id, seq FROM checkpoints WHERE name = ?", (name,)).fetchall()
+        fts = views.execute(
+            "SELECT count(*) FROM checkpoints_fts WHERE checkpoints_fts MATCH ?",
+            (f'name:"{name}"',),
+        ).fetchone()[0]
+    ids = [r[0] for r in rows] or [""]
+    seqs = [r[1] for r in rows] or [0]
     with closing(sqlite3.connect(db_path)) as conn:
-        rows = conn.execute("SELECT id, seq FROM checkpoints WHERE name = ?", (name,)).fetchall()
-        ids = [r[0] for r in rows] or [""]
-        seqs = [r[1] for r in rows] or [0]
         return {
             "checkpoint": len(rows),
             "event": conn.execute(
@@ -130,10 +145,7 @@ def footprint(db_path: Path, name: str, key: str) -> dict[str, int]:
             "blob": conn.execute("SELECT count(*) FROM blobs WHERE seq = ?", (seqs[0],)).fetchone()[
                 0
             ],
-            "fts": conn.execute(
-                "SELECT count(*) FROM checkpoints_fts WHERE checkpoints_fts MATCH ?",
-                (f'name:"{name}"',),
-            ).fetchone()[0],
+            "fts": fts,
             "key": conn.execute(
                 "SELECT count(*) FROM idempotency WHERE key = ?", (key,)
             ).fetchone()[0],
@@ -141,11 +153,14 @@ def footprint(db_path: Path, name: str, key: str) -> dict[str, int]:
 
 
 def counts(db_path: Path) -> tuple[int, int, int]:
-    """Events, checkpoints, and the checkpoints the stats projection counts."""
+    """Events (in the log), checkpoints, and the checkpoints the stats projection counts (in
+    the views, caught up with the log)."""
+    caught_up(db_path)
     with closing(sqlite3.connect(db_path)) as conn:
         events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-        live = conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
-        stats = conn.execute("SELECT checkpoints FROM stats_totals").fetchone()[0]
+    with closing(sqlite3.connect(views_file(db_path))) as views:
+        live = views.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+        stats = views.execute("SELECT checkpoints FROM stats_totals").fetchone()[0]
     return events, live, stats
 
 
@@ -198,8 +213,10 @@ async def test_after_commit_before_reply_keeps_the_create_and_its_retry_answers_
     daemon, key, request, before = await third_create_crashed(daemons, "after-commit-before-reply")
     whole(footprint(daemon.db_path, "third", key), present=True)
     assert counts(daemon.db_path) == (3, 3, 3)  # the after-state
-    with closing(sqlite3.connect(daemon.db_path)) as conn:
-        found = conn.execute("SELECT id, checksum FROM checkpoints WHERE name = 'third'").fetchone()
+    with closing(sqlite3.connect(views_file(daemon.db_path))) as views:
+        found = views.execute(
+            "SELECT id, checksum FROM checkpoints WHERE name = 'third'"
+        ).fetchone()
     assert found[1] == sent_checksum(request)
 
     await retry_creates_once(
@@ -243,47 +260,104 @@ async def retry_creates_once(
     )
 
 
-async def test_mid_projection_leaves_none_of_a_batch_and_its_retry_makes_all_of_it(
+def projector_restarts(daemon: Daemon) -> int:
+    """How many times the daemon logged that its projector stopped and was restarted."""
+    return sum(1 for r in daemon.logs() if r.get("event") == "the projector stopped; restarting it")
+
+
+def views_position(db_path: Path) -> int:
+    """The last log position the views file has committed (read as a restart would find it)."""
+    with closing(sqlite3.connect(views_file(db_path))) as views:
+        row = views.execute("SELECT seq FROM projection_position").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+async def test_projector_mid_batch_kills_only_the_projector_and_its_successor_resumes(
     daemons: Daemons, figures: dict[str, Any]
 ) -> None:
-    """Killed between a batch's second event and its projection: no checkpoint of the batch
-    survives (nor any event); the retry with its key creates all three, once."""
-    daemon = start(daemons, "mid-projection@4")  # events 1, 2: the creates; 3-5: the batch
+    """The projector killed with a batch applied to the views but not committed: the daemon
+    lives on, restarts it, and the successor applies the batch from the last commit; every
+    acknowledged create reads back (each read waits for the views), nothing is lost, and the
+    views equal a rebuild."""
+    # Every projector process dies at the second batch it applies.
+    daemon = start(daemons, "projector-mid-batch@2")
     key = uuid.uuid4().hex
     batch = [body(f"batch-{n}") for n in range(3)]
     async with client_of(daemon) as client:
-        acked = [await client.create(body(name)) for name in ("first", "second")]
-        lost = await crash_during(
-            daemon, client.create_batch(batch, idempotency_key=key), answered=False
-        )
-    assert lost is None
-
-    before = {c.id: c.checksum for c in acked}
-    await check_store(daemon.db_path, acked=before)
-    for item in batch:
-        whole(footprint(daemon.db_path, item["name"], key), present=False)
-    assert counts(daemon.db_path) == (2, 2, 2)
-
-    daemon = restart(daemons, daemon)
-    async with client_of(daemon) as client:
+        first = await client.create(body("first"))
+        # The read waits for the views to reach event 1: the projector's first batch.
+        assert (await client.get_checkpoint(first.id)).checksum == first.checksum
+        # Acknowledged once in the log; events 2-4 are the projector's second batch, where it
+        # dies. Its successor starts from event 1 and applies them.
         created = await client.create_batch(batch, idempotency_key=key)
+        for cp in created:
+            assert (await client.get_checkpoint(cp.id)).checksum == cp.checksum
         again = await client.create_batch(batch, idempotency_key=key)
     assert again == created
     assert [c.checksum for c in created] == [sent_checksum(item) for item in batch]
+    assert daemon.process.poll() is None, daemon.diagnostics()
+    restarts = projector_restarts(daemon)
+    assert restarts >= 1, daemon.diagnostics()
     assert await asyncio.to_thread(daemon.stop) == 0
 
-    acked_all = {**before, **{c.id: c.checksum for c in created}}
-    verdict = await check_store(daemon.db_path, acked=acked_all)
-    assert counts(daemon.db_path) == (5, 5, 5)
+    acked = {c.id: c.checksum for c in [first, *created]}
+    verdict = await check_store(daemon.db_path, acked=acked)
+    assert counts(daemon.db_path) == (4, 4, 4)
     for item in batch:
-        trace = footprint(daemon.db_path, item["name"], key)
-        assert trace == {"checkpoint": 1, "event": 1, "blob": 1, "fts": 1, "key": 1}, trace
+        whole(footprint(daemon.db_path, item["name"], key), present=True)
     figures.update(
         rounds=1,
-        operations=5,
-        acknowledged=len(acked_all),
+        operations=5 + len(created),
+        acknowledged=len(acked),
         losses=0,
-        crashed_state="before",
+        projector_restarts=restarts,
+        events=verdict.events,
+    )
+
+
+async def test_a_projector_dying_at_every_batch_leaves_whole_batches_and_no_stale_read(
+    daemons: Daemons, figures: dict[str, Any]
+) -> None:
+    """Every projector process killed mid-batch: writes are still acknowledged (the log has
+    them), reads answer ``unavailable`` rather than from views that lack them, the daemon
+    stops cleanly, and the views file holds whole batches only: it is behind the log and
+    equals a rebuild of the log up to its position (the oracle). The next open catches up."""
+    daemon = daemons.start(SETTINGS)
+    async with client_of(daemon) as client:
+        acked = [await client.create(body(name)) for name in ("first", "second")]
+        assert (await client.get_checkpoint(acked[1].id)).checksum == acked[1].checksum
+    assert await asyncio.to_thread(daemon.stop) == 0
+    assert views_position(daemon.db_path) == 2
+
+    daemon = daemons.start(
+        {**SETTINGS, "state_directory": str(daemon.state), "read_timeout": 1.0},
+        env={ENV: "projector-mid-batch@1"},
+    )
+    key = uuid.uuid4().hex
+    async with client_of(daemon) as client:
+        third = await client.create(body("third"), idempotency_key=key)
+        with pytest.raises(UnavailableError):
+            await client.get_checkpoint(third.id)
+        with pytest.raises(UnavailableError):
+            await client.get_checkpoint(acked[0].id)  # the views are behind what it wrote
+        assert await client.create(body("third"), idempotency_key=key) == third
+    assert daemon.process.poll() is None, daemon.diagnostics()
+    restarts = projector_restarts(daemon)
+    assert restarts >= 1, daemon.diagnostics()
+    assert await asyncio.to_thread(daemon.stop) == 0
+    assert views_position(daemon.db_path) == 2  # the batch of event 3 never committed
+
+    acknowledged = {c.id: c.checksum for c in [*acked, third]}
+    verdict = await check_store(daemon.db_path, acked=acknowledged)
+    whole(footprint(daemon.db_path, "third", key), present=True)
+    assert counts(daemon.db_path) == (3, 3, 3)
+    figures.update(
+        rounds=1,
+        operations=8,
+        acknowledged=len(acknowledged),
+        losses=0,
+        projector_restarts=restarts,
+        crashed_state="views behind the log by one batch",
         events=verdict.events,
     )
 
@@ -423,8 +497,9 @@ def blob_count(db_path: Path) -> int:
 async def test_mid_rebuild_leaves_the_projections_as_they_were(
     daemons: Daemons, figures: dict[str, Any]
 ) -> None:
-    """Killed in the middle of a rebuild's replay: its transaction never committed, so every
-    projection is as before; the rebuild run again after the restart writes the same rows."""
+    """Killed in the middle of a rebuild's replay: its fresh views file was never swapped in,
+    so every projection is as before; the rebuild run again after the restart writes the same
+    rows."""
     daemon = start(daemons, "mid-rebuild@3")
     async with client_of(daemon) as client:
         acked = [await client.create(body(f"cp-{n}")) for n in range(5)]

@@ -18,11 +18,20 @@ from typing import Any
 
 import msgpack
 import pytest
-from conftest import TEST_KEY, FakeClock, OpenManager, dump_projections, serving, session_state
+from conftest import (
+    TEST_KEY,
+    FakeClock,
+    OpenManager,
+    dump_projections,
+    serving,
+    session_state,
+    views_file,
+)
 from natsserver import NatsServer
 
 from checkpointd import CheckpointClient, CheckpointManager
 from checkpointd.errors import InvalidRequestError, NotFoundError
+from checkpointd.storage.schema import MIGRATIONS
 from checkpointd.storage.writer import WAL_TRUNCATE_DELAY
 
 from .oracle import check_store
@@ -296,16 +305,70 @@ async def test_a_store_from_before_restore_sources_is_reprojected_on_open(
     open_manager: OpenManager, db_path: Path
 ) -> None:
     """Opening a store whose schema lacks the restore details and sources adds them and replays
-    the log into every view, which then equals what the live store had."""
+    the log into every view, which then equals what the live store had; the log's own index of
+    the restored states' sources equals the live store's too, so deleting the restored
+    checkpoint then removes the state restored from it before the upgrade."""
     manager = await plain_store(open_manager)
-    await restore_with_conflicts(manager)
+    source, _, _ = await restore_with_conflicts(manager)
     await manager.close()
     live = dump_projections(db_path)
-    with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
-        conn.execute("DROP TABLE restore_sources")
-        conn.execute("UPDATE blobs SET details = NULL")
-        conn.execute("ALTER TABLE blobs DROP COLUMN details")
-        conn.execute("DELETE FROM schema_migrations WHERE version = 3")
+    live_sources = log_restore_sources(db_path)
+    assert live_sources  # the restore's sources are indexed: the comparison below means something
+    write_as_before_restore_sources(db_path)
     reopened = await plain_store(open_manager)
     await reopened.close()
     assert dump_projections(db_path) == live
+    assert log_restore_sources(db_path) == live_sources
+    assert restored_states(db_path)
+    again = await plain_store(open_manager)
+    await again.delete_checkpoint(source.id)
+    await again.close()
+    assert restored_states(db_path) == []
+
+
+def restored_states(db_path: Path) -> list[int]:
+    """The seqs of the restored states whose blob rows the log still holds."""
+    with closing(sqlite3.connect(db_path)) as conn:
+        rows = conn.execute(
+            "SELECT b.seq FROM blobs AS b JOIN events AS e ON e.seq = b.seq"
+            " WHERE e.type = 'checkpoint.restored' ORDER BY b.seq"
+        )
+        return [seq for (seq,) in rows]
+
+
+def log_restore_sources(db_path: Path) -> list[tuple[Any, ...]]:
+    """The log file's index of the checkpoints each restored state holds values of."""
+    with closing(sqlite3.connect(db_path)) as conn:
+        return conn.execute("SELECT * FROM restore_sources ORDER BY 1, 2").fetchall()
+
+
+def write_as_before_restore_sources(db_path: Path) -> None:
+    """Replace the (closed) store at ``db_path`` by the file a version from before restore
+    details and sources would have written for the same log: the first two migrations only
+    (the views in the log file, emptied as the next migration empties them; no details column,
+    no restore_sources, no signed chain heads), the same events, blobs, keys and meta, and no
+    views file."""
+    old = db_path.with_name(db_path.name + ".old")
+    with closing(sqlite3.connect(old, isolation_level=None)) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations ("
+            " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+        )
+        for version, description, sql in MIGRATIONS[:2]:
+            conn.executescript(sql)
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (?, ?, '2024-01-01T00:00:00Z')",
+                (version, description),
+            )
+        conn.execute("ATTACH DATABASE ? AS live", (str(db_path),))
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO events SELECT * FROM live.events")
+        conn.execute("INSERT INTO blobs (seq, data) SELECT seq, data FROM live.blobs")
+        conn.execute("INSERT INTO idempotency SELECT * FROM live.idempotency")
+        conn.execute("INSERT INTO meta SELECT * FROM live.meta")
+        conn.execute("COMMIT")
+        conn.execute("DETACH DATABASE live")
+    for path in (db_path, Path(views_file(db_path))):
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    old.rename(db_path)

@@ -7,7 +7,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import TEST_KEY
+from conftest import TEST_KEY, views_file
 
 from checkpointd import CheckpointManager
 
@@ -37,8 +37,8 @@ async def test_a_healthy_store_passes(tmp_path: Path) -> None:
     assert (verdict.events, verdict.checkpoints, verdict.acknowledged) == (7, 6, 6)
 
 
-def _sql(db_path: Path, *statements: str) -> None:
-    with closing(sqlite3.connect(db_path)) as conn, conn:
+def _sql(path: Path | str, *statements: str) -> None:
+    with closing(sqlite3.connect(path)) as conn, conn:
         for statement in statements:
             conn.execute(statement)
 
@@ -58,7 +58,7 @@ async def test_each_kind_of_damage_is_caught(tmp_path: Path, damage: str, findin
     if damage == "lost":
         acked["cp-never-stored"] = "0" * 64
     elif damage == "projection":
-        _sql(db_path, "UPDATE stats_totals SET checkpoints = checkpoints + 1")
+        _sql(views_file(db_path), "UPDATE stats_totals SET checkpoints = checkpoints + 1")
     elif damage == "blob":
         _sql(db_path, "UPDATE blobs SET data = zeroblob(length(data)) WHERE seq = 2")
     else:

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import caught_up, views_file
 from daemon.serving import DEADLINE, Daemon, Daemons
 
 from checkpointd import CheckpointClient
@@ -465,8 +466,10 @@ def by_kind(soak: Soak) -> dict[str, list[float]]:
 
 
 def stored(db_path: Path) -> dict[str, str]:
-    """Every checkpoint in the stopped daemon's database: id to checksum."""
-    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+    """Every checkpoint in the stopped daemon's store: id to checksum, from its views once they
+    have reached the end of its log."""
+    caught_up(db_path)
+    with contextlib.closing(sqlite3.connect(views_file(db_path))) as conn:
         return dict(conn.execute("SELECT id, checksum FROM checkpoints").fetchall())
 
 
