@@ -158,10 +158,13 @@ async def test_a_storm_of_abandoned_requests_leaves_the_daemon_writable(
                 async with asyncio.timeout(DEADLINE):
                     await arrived.wait()
                 await asyncio.to_thread(no_write_lock_held, daemon.db_path)
+                arrived.clear()
+                expected += 1
                 after = await client.create(**{**storm_create(-100 - storm), "session_id": "after"})
                 acked[after.id] = after.checksum
-                expected += 1
                 assert await client.health() == expected
+                async with asyncio.timeout(DEADLINE):  # its notification too, before the next
+                    await arrived.wait()
             watching.cancel()
     finally:
         await watcher.close()
