@@ -23,7 +23,7 @@ MAX_TAGS = 64
 MAX_BRANCHES = 256
 MAX_BATCH = 1000
 
-# The seed's optional fields that may stand at the top level instead of inside ``metadata``.
+# The original API's optional fields, which may stand at the top level instead of in ``metadata``.
 FLAT_METADATA = ("feature", "priority", "author", "description", "workflowId", "stepId", "tags")
 _CREATE_FIELDS = frozenset(
     {
@@ -211,9 +211,10 @@ def _merge_flat_metadata(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _create_metadata(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A create's metadata: top-level and flat, else the seed's ``snapshot.metadata``.
+    """A create's metadata: top-level and flat, else the original API's ``snapshot.metadata``.
 
-    The seed's headline example puts ``feature``, ``priority``… inside ``snapshot.metadata``.
+    The original API's headline example puts ``feature``, ``priority``… inside
+    ``snapshot.metadata``.
     When the create gives no metadata of its own, those keys (only those) are lifted from
     there; the snapshot itself is stored unchanged.
     """
@@ -280,7 +281,7 @@ class CreateRequest:
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> CreateRequest:
-        """Validate the seed's create input (canonical, flat, or with the input fields).
+        """Validate the original API's create input (canonical, flat, or with input fields).
 
         Raises:
             InvalidRequestError: a missing, unknown or wrong-typed field.
