@@ -1,6 +1,7 @@
 """checkpointd: an event-sourced checkpoint store for agent-session and workflow state."""
 
 from checkpointd import errors
+from checkpointd.api import CheckpointAPI
 from checkpointd.client import CheckpointClient
 from checkpointd.config import Config
 from checkpointd.manager import CheckpointManager
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Checkpoint",
+    "CheckpointAPI",
     "CheckpointClient",
     "CheckpointManager",
     "CheckpointRef",

@@ -26,7 +26,7 @@ from checkpointd.daemon.settings import Settings, load
 from checkpointd.errors import CheckpointError, ConfigError, DatabaseInUseError
 from checkpointd.manager import CheckpointManager
 from checkpointd.transport import safe_url
-from checkpointd.verbs import Store, Work, checkpoints, operator, sessions
+from checkpointd.verbs import Store, Work, checkpoints, logfile, operator, sessions
 from checkpointd.verbs.database import check_database
 from checkpointd.verbs.inputs import nats_urls, positive_seconds
 
@@ -119,6 +119,21 @@ def _verb(
         except KeyboardInterrupt:
             return 130
         return int(result or 0)
+
+    return handler
+
+
+def _direct(work: logfile.Direct) -> Callable[[argparse.Namespace, Settings], int]:
+    """A verb on the log file itself (``checkpointd.verbs.logfile``): no store is opened."""
+
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        logs.configure("warning", "auto")
+        try:
+            return work(args, settings, sys.stdout)
+        except CheckpointError as exc:
+            return _failed(exc, args, {})
+        except KeyboardInterrupt:
+            return 130
 
     return handler
 
@@ -230,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--json", action="store_true", help="show as JSON")
     config.set_defaults(handler=_config)
     _add_verbs(sub, verbs)
+    logfile.register(sub, common, _direct)
     return parser
 
 

@@ -1,8 +1,12 @@
 """CheckpointClient: CheckpointManager's API over NATS, against a running checkpointd.
 
 Every method takes and returns what the manager's does and raises the same error classes (from
-the reply's error code). Writes carry a ``Nats-Msg-Id`` (``idempotency_key``, else a fresh one
-per call), so a request retried after a timeout or a lost connection takes effect once. Bodies
+the reply's error code); both offer ``checkpointd.api.CheckpointAPI``. A method builds its verb's
+request type (``checkpointd.requests``), which checks what it can without the store, and sends
+that request's ``to_wire()``: the client knows the wire, not the engine.
+
+Writes carry a ``Nats-Msg-Id`` (``idempotency_key``, else a fresh one per call), so a request
+retried after a timeout or a lost connection takes effect once. Bodies
 bigger than the server's ``max_payload`` go through the chunked upload/download of
 ``checkpointd.daemon.transfers``, transparently.
 
@@ -21,7 +25,6 @@ import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -32,7 +35,6 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from checkpointd import wire
-from checkpointd.clock import format_timestamp
 from checkpointd.errors import (
     CheckpointError,
     IntegrityError,
@@ -40,7 +42,6 @@ from checkpointd.errors import (
     NotFoundError,
     UnavailableError,
 )
-from checkpointd.manager import list_options
 from checkpointd.models import (
     Checkpoint,
     Event,
@@ -51,8 +52,34 @@ from checkpointd.models import (
     VerifyResult,
 )
 from checkpointd.paging import walk_history, walk_list
-from checkpointd.reads.lineage import MAX_LINEAGE
-from checkpointd.requests import batch_items, request_mapping, wire_keys
+from checkpointd.requests import (
+    DEFAULT_PAGE_SIZE,
+    MAX_LINEAGE,
+    CreateBatchRequest,
+    CreateRequest,
+    DeleteExpiredRequest,
+    DeleteRequest,
+    DiffRequest,
+    GetRequest,
+    HealthRequest,
+    HistoryRequest,
+    LineageRequest,
+    ListOptions,
+    ListRequest,
+    RebuildRequest,
+    RestoreCheckpointRequest,
+    SearchCheckpointsRequest,
+    SessionsRequest,
+    SessionStateRequest,
+    StatsRequest,
+    UpdateRequest,
+    ValidateRequest,
+    VerifyRequest,
+    WireRequest,
+    flag,
+    request_mapping,
+    text,
+)
 from checkpointd.results import (
     Diff,
     RestoreResult,
@@ -183,23 +210,19 @@ class CheckpointClient:
         **fields: Any,
     ) -> Checkpoint:
         """As ``CheckpointManager.create``."""
-        data = request_mapping(request, fields, "create")
-        body = _with_timestamps(data, ("timestamp", "retentionExpiresAt"))
-        reply = await self._call("create", body, key=_key(idempotency_key))
-        return replace(Checkpoint.from_wire(reply), snapshot=data.get("snapshot"))
+        req = CreateRequest.from_wire(request_mapping(request, fields, "create"))
+        reply = await self._call(req, key=_key(idempotency_key))
+        return replace(Checkpoint.from_wire(reply), snapshot=req.snapshot)
 
     async def create_batch(
         self, requests: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None
     ) -> list[Checkpoint]:
         """As ``CheckpointManager.create_batch``: atomic, all or nothing."""
-        items = [request_mapping(item, {}, "create") for item in batch_items(requests)]
-        body = {
-            "checkpoints": [_with_timestamps(i, ("timestamp", "retentionExpiresAt")) for i in items]
-        }
-        reply = await self._call("create_batch", body, key=_key(idempotency_key))
+        req = CreateBatchRequest.of(requests)
+        reply = await self._call(req, key=_key(idempotency_key))
         return [
-            replace(Checkpoint.from_wire(wire_cp), snapshot=item.get("snapshot"))
-            for wire_cp, item in zip(reply["checkpoints"], items, strict=True)
+            replace(Checkpoint.from_wire(wire_cp), snapshot=item.snapshot)
+            for wire_cp, item in zip(reply["checkpoints"], req.items, strict=True)
         ]
 
     async def update_checkpoint(
@@ -213,26 +236,21 @@ class CheckpointClient:
         **fields: Any,
     ) -> Checkpoint:
         """As ``CheckpointManager.update_checkpoint``."""
-        body: dict[str, Any] = {
-            "id": checkpoint_id,
-            "changes": _with_timestamps(
-                request_mapping(changes, fields, "update"), ("retentionExpiresAt",)
-            ),
-        }
-        if expected_version is not None:
-            body["expectedVersion"] = expected_version
-        return Checkpoint.from_wire(await self._call("update", body, key=_key(idempotency_key)))
+        data = request_mapping(changes, fields, "update")
+        req = UpdateRequest.of(checkpoint_id, data, expected_version)
+        return Checkpoint.from_wire(await self._call(req, key=_key(idempotency_key)))
 
     async def delete_checkpoint(
         self, checkpoint_id: str, *, idempotency_key: str | None = None
     ) -> bool:
         """As ``CheckpointManager.delete_checkpoint``: False if there was no such checkpoint."""
-        reply = await self._call("delete", {"id": checkpoint_id}, key=_key(idempotency_key))
+        req = DeleteRequest(text(checkpoint_id, "id"))
+        reply = await self._call(req, key=_key(idempotency_key))
         return bool(reply["deleted"])
 
     async def delete_expired_checkpoints(self, *, idempotency_key: str | None = None) -> int:
         """As ``CheckpointManager.delete_expired_checkpoints``."""
-        reply = await self._call("delete_expired", {}, key=_key(idempotency_key))
+        reply = await self._call(DeleteExpiredRequest(), key=_key(idempotency_key))
         return int(reply["deleted"])
 
     async def cleanup_once(self) -> int:
@@ -244,7 +262,7 @@ class CheckpointClient:
 
         The daemon does not stream progress: ``progress`` is called once, with the total.
         """
-        events = int((await self._call("rebuild", {}, retry=False, wait=_LONG))["events"])
+        events = int((await self._call(RebuildRequest(), retry=False, wait=_LONG))["events"])
         if progress is not None:
             progress(events)
         return events
@@ -263,21 +281,10 @@ class CheckpointClient:
 
         A custom resolver is in-process only: InvalidRequestError here.
         """
-        if custom_resolver is not None:
-            raise InvalidRequestError(
-                "a custom resolver is in-process only", field="customResolver"
-            )
-        if options is not None:
-            if kwargs:
-                raise InvalidRequestError("pass an options mapping or keywords, not both")
-            body = dict(options)
-        else:
-            body = wire_keys(kwargs)
-            timeout = body.get("timeout")
-            if isinstance(timeout, int | float) and not isinstance(timeout, bool):
-                body["timeout"] = timeout * 1000  # the wire's milliseconds
-        body["id"] = checkpoint_id
-        reply = await self._call("restore", body, key=_key(idempotency_key))
+        req = RestoreCheckpointRequest.of(
+            checkpoint_id, options, kwargs, custom_resolver=custom_resolver
+        )
+        reply = await self._call(req, key=_key(idempotency_key))
         return RestoreResult.from_wire(reply)
 
     # -- reads ---------------------------------------------------------------------------
@@ -286,9 +293,9 @@ class CheckpointClient:
         self, checkpoint_id: str, include_snapshot: bool = True
     ) -> Checkpoint | None:
         """As ``CheckpointManager.get_checkpoint``: None for a missing id."""
-        body = {"id": checkpoint_id, "includeSnapshot": include_snapshot}
+        req = GetRequest(text(checkpoint_id, "id"), flag(include_snapshot, "includeSnapshot"))
         try:
-            return Checkpoint.from_wire(await self._call("get", body))
+            return Checkpoint.from_wire(await self._call(req))
         except NotFoundError:
             return None
 
@@ -296,13 +303,17 @@ class CheckpointClient:
         self, session_id: str, options: Mapping[str, Any] | None = None, /, **kwargs: Any
     ) -> Page:
         """As ``CheckpointManager.get_checkpoints_by_session``."""
-        return await self._list({"sessionId": session_id}, options, kwargs)
+        opts = ListOptions.of(options, kwargs)
+        req = ListRequest(text(session_id, "sessionId"), None, opts)
+        return Page.from_wire(await self._call(req))
 
     async def get_checkpoints_by_feature(
         self, feature: str, options: Mapping[str, Any] | None = None, /, **kwargs: Any
     ) -> Page:
         """As ``CheckpointManager.get_checkpoints_by_feature``."""
-        return await self._list({"feature": feature}, options, kwargs)
+        opts = ListOptions.of(options, kwargs)
+        req = ListRequest(None, text(feature, "feature"), opts)
+        return Page.from_wire(await self._call(req))
 
     def iter_checkpoints_by_session(
         self, session_id: str, options: Mapping[str, Any] | None = None, /, **kwargs: Any
@@ -316,24 +327,10 @@ class CheckpointClient:
         """As ``CheckpointManager.iter_checkpoints_by_feature``: one request per page."""
         return walk_list(self.get_checkpoints_by_feature, feature, options, kwargs)
 
-    async def _list(
-        self, body: dict[str, Any], options: Mapping[str, Any] | None, kwargs: dict[str, Any]
-    ) -> Page:
-        opts = list_options(options, kwargs)  # the manager's own checks, raised here alike
-        body["pagination"] = {"page": opts["page"], "pageSize": opts["page_size"]}
-        body["includeSnapshot"] = opts["include_snapshot"]
-        if opts["where"] is not None:
-            body["where"] = opts["where"]
-        if opts["params"]:
-            body["params"] = [_timestamp(p) for p in opts["params"]]
-        if opts["order_by"] is not None:
-            body["orderBy"] = _order_by(opts["order_by"])
-        return Page.from_wire(await self._call("list", body))
-
     async def history(self, request: Mapping[str, Any] | None = None, /, **kwargs: Any) -> History:
         """As ``CheckpointManager.history``."""
-        data = request_mapping(request, kwargs, "history")
-        return History.from_wire(await self._call("history", data))
+        req = HistoryRequest.from_wire(request_mapping(request, kwargs, "history"))
+        return History.from_wire(await self._call(req))
 
     def iter_history(
         self, request: Mapping[str, Any] | None = None, /, **kwargs: Any
@@ -343,11 +340,12 @@ class CheckpointClient:
 
     async def health(self) -> int:
         """As ``CheckpointManager.health``: the log's last seq once the daemon's store answered."""
-        return int((await self._call("health", {}))["lastSeq"])
+        return int((await self._call(HealthRequest()))["lastSeq"])
 
     async def verify_log(self, *, progress: Callable[[int], None] | None = None) -> VerifyResult:
         """As ``CheckpointManager.verify_log`` (``progress`` is called once, with the total)."""
-        result = VerifyResult.from_wire(await self._call("verify", {}, retry=False, wait=_LONG))
+        reply = await self._call(VerifyRequest(), retry=False, wait=_LONG)
+        result = VerifyResult.from_wire(reply)
         if progress is not None:
             progress(result.events)
         return result
@@ -360,47 +358,40 @@ class CheckpointClient:
         **kwargs: Any,
     ) -> Page:
         """As ``CheckpointManager.search_checkpoints``."""
-        if isinstance(query, str) or query is None:
-            data: dict[str, Any] = wire_keys(kwargs)
-            if query is not None:
-                data["query"] = query
-        else:
-            data = dict(request_mapping(query, kwargs, "search"))
-        if limit is not None:
-            data["limit"] = limit
-        filters = data.get("filters")
-        if isinstance(filters, Mapping) and isinstance(filters.get("dateRange"), Mapping):
-            dates = _with_timestamps(filters["dateRange"], ("from", "to"))
-            data["filters"] = {**filters, "dateRange": dates}
-        return Page.from_wire(await self._call("search", data))
+        req = SearchCheckpointsRequest.of(query, limit, kwargs)
+        return Page.from_wire(await self._call(req))
 
     async def get_checkpoint_stats(self) -> Stats:
         """As ``CheckpointManager.get_checkpoint_stats``."""
-        return Stats.from_wire(await self._call("stats", {}))
+        return Stats.from_wire(await self._call(StatsRequest()))
 
     async def validate_checkpoint(self, checkpoint_id: str) -> ValidationReport:
         """As ``CheckpointManager.validate_checkpoint``."""
-        return ValidationReport.from_wire(await self._call("validate", {"id": checkpoint_id}))
+        req = ValidateRequest(text(checkpoint_id, "id"))
+        return ValidationReport.from_wire(await self._call(req))
 
     async def diff_checkpoints(self, before_id: str, after_id: str) -> Diff:
         """As ``CheckpointManager.diff_checkpoints``."""
-        return Diff.from_wire(await self._call("diff", {"from": before_id, "to": after_id}))
+        req = DiffRequest(text(before_id, "from"), text(after_id, "to"))
+        return Diff.from_wire(await self._call(req))
 
     async def get_lineage(
         self, checkpoint_id: str, *, limit: int = MAX_LINEAGE, offset: int = 0
     ) -> Lineage:
         """As ``CheckpointManager.get_lineage``."""
-        body = {"id": checkpoint_id, "limit": limit, "offset": offset}
-        return Lineage.from_wire(await self._call("lineage", body))
+        req = LineageRequest(text(checkpoint_id, "id"), limit, offset)
+        return Lineage.from_wire(await self._call(req))
 
     async def get_session_state(self, session_id: str) -> SessionState:
         """As ``CheckpointManager.get_session_state``."""
-        return SessionState.from_wire(await self._call("session_state", {"sessionId": session_id}))
+        req = SessionStateRequest(text(session_id, "sessionId"))
+        return SessionState.from_wire(await self._call(req))
 
-    async def get_sessions(self, *, page: int = 1, page_size: int = 100) -> SessionPage:
+    async def get_sessions(
+        self, *, page: int = 1, page_size: int = DEFAULT_PAGE_SIZE
+    ) -> SessionPage:
         """As ``CheckpointManager.get_sessions``."""
-        body = {"pagination": {"page": page, "pageSize": page_size}}
-        return SessionPage.from_wire(await self._call("sessions", body))
+        return SessionPage.from_wire(await self._call(SessionsRequest(page, page_size)))
 
     # -- notifications -------------------------------------------------------------------
 
@@ -430,14 +421,13 @@ class CheckpointClient:
 
     async def _call(
         self,
-        verb: str,
-        body: Mapping[str, Any],
+        request: WireRequest,
         *,
         key: str | None = None,
         retry: bool = True,
         wait: float | None = None,
     ) -> Any:
-        """Send one request and return the decoded reply object.
+        """Send one request (its ``to_wire()`` body) and return the decoded reply object.
 
         A request that got no reply is sent again (a write with the same message id), except
         the long operations (``retry=False``: a rebuild or verify still running would be
@@ -445,6 +435,7 @@ class CheckpointClient:
         """
         wait = max(self._timeout, wait or 0.0)
         nc = self._connection()
+        verb, body = request.VERB, request.to_wire()
         try:
             payload = wire.encode(body, self._encoding)
         except (TypeError, ValueError, OverflowError) as exc:
@@ -589,19 +580,6 @@ class NotificationStream:
 _EVENT_TYPES = frozenset({"*", "created", "updated", "deleted", "expired", "restored"})
 
 
-def _timestamp(value: Any) -> Any:
-    return format_timestamp(value) if isinstance(value, datetime) else value
-
-
-def _with_timestamps(data: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    """``data`` with the datetimes of the fields that take one as ISO-8601 UTC strings."""
-    converted = dict(data)
-    for key in keys:
-        if key in converted:
-            converted[key] = _timestamp(converted[key])
-    return converted
-
-
 def _explain_unencodable(body: Mapping[str, Any]) -> None:
     """Raise the manager's own error for a snapshot it would refuse (naming the value's path)."""
     for snapshot in (body.get("snapshot"), body.get("currentState")):
@@ -614,18 +592,6 @@ def _explain_unencodable(body: Mapping[str, Any]) -> None:
 
 def _key(given: str | None) -> str:
     return given if given is not None else uuid.uuid4().hex
-
-
-def _order_by(order_by: Any) -> Any:
-    """``[("timestamp", "desc")]`` as the wire's ``[{"field", "direction"}]``; else as given."""
-    if isinstance(order_by, list | tuple):
-        return [
-            {"field": item[0], "direction": item[1]}
-            if isinstance(item, tuple | list) and len(item) == 2
-            else item
-            for item in order_by
-        ]
-    return order_by
 
 
 def _unavailable(subject: str, exc: Exception, timeout: float) -> CheckpointError:

@@ -13,10 +13,10 @@ import structlog
 from checkpointd.clock import Clock
 from checkpointd.config import Config
 from checkpointd.errors import ConfigError
-from checkpointd.handlers import CommandHandler
 from checkpointd.snapshots import Compression, Keyring, SnapshotCodec
 from checkpointd.storage.schema import migrate
 from checkpointd.storage.sqlite import connect_writer, translate
+from checkpointd.write.handler import CommandHandler
 
 log = structlog.get_logger("checkpointd")
 

@@ -24,7 +24,6 @@ from typing import Any, Self
 
 import structlog
 
-from checkpointd import commands as cmd
 from checkpointd import faults
 from checkpointd.clock import Clock, SystemClock, format_timestamp
 from checkpointd.config import Config
@@ -39,20 +38,22 @@ from checkpointd.errors import (
 )
 from checkpointd.events.signing import ChainKeys
 from checkpointd.events.verify import verify_file
-from checkpointd.handlers import seal_snapshot
-from checkpointd.idempotency import Idempotency, Render, Replayed, keyed
 from checkpointd.loops import Background
 from checkpointd.merge import diff_states
 from checkpointd.models import Checkpoint, Event, History, Lineage, Page, VerifyResult
 from checkpointd.paging import walk_history, walk_list
-from checkpointd.reads.checkpoints import DEFAULT_PAGE_SIZE, ReadModel
-from checkpointd.reads.lineage import MAX_LINEAGE
+from checkpointd.reads.checkpoints import ReadModel
 from checkpointd.reads.search import SearchRequest
 from checkpointd.reads.sessions import read_session_state, read_sessions
 from checkpointd.reads.stats import read_stats
 from checkpointd.reads.validate import create_event, failed_report, validate_stored
 from checkpointd.requests import (
+    DEFAULT_PAGE_SIZE,
+    MAX_LINEAGE,
     CreateRequest,
+    HistoryRequest,
+    ListOptions,
+    SearchCheckpointsRequest,
     UpdateRequest,
     batch_items,
     distinct_ids,
@@ -61,7 +62,7 @@ from checkpointd.requests import (
     wire_keys,
 )
 from checkpointd.restore import RestoreRequest, restore
-from checkpointd.restore_details import replayed
+from checkpointd.restore_details import restore_reply
 from checkpointd.results import (
     Diff,
     RestoreResult,
@@ -77,11 +78,13 @@ from checkpointd.storage.readers import ReaderPool
 from checkpointd.storage.writer import CommitListener, Committed, GroupCommitWriter
 from checkpointd.subscriptions import LocalNotificationStream
 from checkpointd.views import Views
+from checkpointd.write import commands as cmd
+from checkpointd.write import replies
+from checkpointd.write.encode import encode_create
+from checkpointd.write.idempotency import Idempotency, Reply, keyed, submit
 
 log = structlog.get_logger("checkpointd")
 
-_LIST_OPTIONS = frozenset({"where", "params", "orderBy", "pagination", "includeSnapshot"})
-_HISTORY_OPTIONS = frozenset({"checkpointId", "sessionId", "afterSeq", "limit"})
 _EVER_CREATED = "SELECT 1 FROM events WHERE stream = ? AND version = 1"
 _DUE = (
     "SELECT id FROM checkpoints WHERE retention_expires_at <= ?"
@@ -352,15 +355,14 @@ class CheckpointManager:
         big = looks_big(req.snapshot)
         key = None
         if idempotency_key is not None:
-            key = await _keyed(idempotency_key, "create", data, _checkpoint_reply, big=big)
-        item: CreateRequest | cmd.Sealed = req  # a small snapshot is sealed by the writer
+            reply = replies.checkpoint(req.snapshot)
+            key = await _keyed(idempotency_key, "create", data, reply, big=big)
+        item: CreateRequest | cmd.EncodedCreate = req  # a small snapshot: encoded by the writer
         if big:
-            (item,) = await self._sealed_if_big((req,), big=big)
-        outcome = await writer.submit(cmd.Create(item, cmd.Context(req.created_by, None, key)))
-        if isinstance(outcome.value, Replayed):
-            return replace(Checkpoint.from_wire(outcome.value.reply), snapshot=req.snapshot)
-        assert isinstance(outcome.value, Checkpoint)
-        return outcome.value
+            (item,) = await self._encoded_if_big((req,), big=big)
+        created = await submit(writer, cmd.Create(item, cmd.Context(req.created_by, None, key)))
+        assert isinstance(created, Checkpoint)
+        return created
 
     async def create_batch(
         self, requests: Sequence[Mapping[str, Any]], *, idempotency_key: str | None = None
@@ -371,31 +373,26 @@ class CheckpointManager:
         reqs = tuple(CreateRequest.from_wire(data) for data in datas)
         distinct_ids(reqs)
         big = looks_big([req.snapshot for req in reqs])
-        key = await _keyed(idempotency_key, "create_batch", datas, _batch_reply, big=big)
-        items = await self._sealed_if_big(reqs, big=big)
-        outcome = await writer.submit(cmd.CreateBatch(items, cmd.Context(idempotency=key)))
-        if isinstance(outcome.value, Replayed):
-            stored = outcome.value.reply["checkpoints"]
-            return [
-                replace(Checkpoint.from_wire(wire), snapshot=req.snapshot)
-                for wire, req in zip(stored, reqs, strict=True)
-            ]
-        assert isinstance(outcome.value, list)
-        return outcome.value
+        reply = replies.checkpoints([req.snapshot for req in reqs])
+        key = await _keyed(idempotency_key, "create_batch", datas, reply, big=big)
+        items = await self._encoded_if_big(reqs, big=big)
+        created = await submit(writer, cmd.CreateBatch(items, cmd.Context(idempotency=key)))
+        assert isinstance(created, list)
+        return created
 
-    async def _sealed_if_big(
+    async def _encoded_if_big(
         self, requests: tuple[CreateRequest, ...], *, big: bool
-    ) -> tuple[CreateRequest | cmd.Sealed, ...]:
+    ) -> tuple[CreateRequest | cmd.EncodedCreate, ...]:
         """Big snapshots are encoded now on a worker thread; small ones by the writer."""
         codec = self._codec
         assert codec is not None
         if not big:
             return requests
 
-        def seal_all() -> tuple[CreateRequest | cmd.Sealed, ...]:
-            return tuple(seal_snapshot(codec, self.config, request) for request in requests)
+        def encode_all() -> tuple[CreateRequest | cmd.EncodedCreate, ...]:
+            return tuple(encode_create(codec, self.config, request) for request in requests)
 
-        return await asyncio.to_thread(seal_all)
+        return await asyncio.to_thread(encode_all)
 
     async def update_checkpoint(
         self,
@@ -416,14 +413,12 @@ class CheckpointManager:
         """
         writer, _ = self._require()
         data = request_mapping(changes, fields, "update")
-        req = UpdateRequest.from_wire(checkpoint_id, data, expected_version)
+        req = UpdateRequest.of(checkpoint_id, data, expected_version)
         wire = {"id": checkpoint_id, "changes": data, "expectedVersion": expected_version}
-        key = keyed(idempotency_key, "update", wire, _checkpoint_reply)
-        outcome = await writer.submit(cmd.Update(req, cmd.Context(idempotency=key)))
-        if isinstance(outcome.value, Replayed):
-            return Checkpoint.from_wire(outcome.value.reply)
-        assert isinstance(outcome.value, Checkpoint)
-        return outcome.value
+        key = keyed(idempotency_key, "update", wire, replies.checkpoint())
+        updated = await submit(writer, cmd.Update(req, cmd.Context(idempotency=key)))
+        assert isinstance(updated, Checkpoint)
+        return updated
 
     async def delete_checkpoint(
         self, checkpoint_id: str, *, idempotency_key: str | None = None
@@ -434,11 +429,9 @@ class CheckpointManager:
         """
         writer, _ = self._require()
         checkpoint_id = text(checkpoint_id, "id")
-        key = keyed(idempotency_key, "delete", {"id": checkpoint_id}, _deleted_reply)
-        outcome = await writer.submit(cmd.Delete(checkpoint_id, cmd.Context(idempotency=key)))
-        if isinstance(outcome.value, Replayed):
-            return bool(outcome.value.reply["deleted"])
-        return bool(outcome.value)
+        key = keyed(idempotency_key, "delete", {"id": checkpoint_id}, replies.DELETED)
+        deleted = await submit(writer, cmd.Delete(checkpoint_id, cmd.Context(idempotency=key)))
+        return bool(deleted)
 
     async def delete_expired_checkpoints(self, *, idempotency_key: str | None = None) -> int:
         """Expire every checkpoint whose retention has ended; returns how many.
@@ -448,19 +441,18 @@ class CheckpointManager:
         writer, reads = self._require()
         total = 0
         while True:
-            key = keyed(idempotency_key, "delete_expired", {}, _expired_reply(total))
+            key = keyed(idempotency_key, "delete_expired", {}, replies.EXPIRED)
             context = replace(cmd.RETENTION, idempotency=key)
             now = self._clock.now()
             limit = cmd.EXPIRE_STEP
             due = await reads.readers.fetchall(_DUE, (format_timestamp(now), limit))
             candidates = tuple(checkpoint_id for (checkpoint_id,) in due)
             step = cmd.ExpireDue(now=now, candidates=candidates, prior=total, context=context)
-            outcome = await writer.submit(step)
-            if isinstance(outcome.value, Replayed):
-                return int(outcome.value.reply["deleted"])
-            assert isinstance(outcome.value, int)
-            total += outcome.value
-            if len(candidates) < limit or not outcome.value:
+            done = await submit(writer, step)
+            assert isinstance(done, cmd.ExpiredStep)
+            total = done.total
+            # A retry answered from its key's stored reply has expired nothing now: it is done.
+            if len(candidates) < limit or not done.expired:
                 return total
             faults.crash_point("mid-cleanup")
 
@@ -558,21 +550,27 @@ class CheckpointManager:
         self, column: str, value: str, options: Mapping[str, Any] | None, kwargs: dict[str, Any]
     ) -> Page:
         _, reads = self._require()
-        opts = list_options(options, kwargs)
-        return await reads.list(column=column, value=value, **opts)
+        opts = ListOptions.of(options, kwargs)
+        return await reads.list(
+            column=column,
+            value=value,
+            where=opts.where,
+            params=opts.params,
+            order_by=opts.order_by,
+            page=opts.page,
+            page_size=opts.page_size,
+            include_snapshot=opts.include_snapshot,
+        )
 
     async def history(self, request: Mapping[str, Any] | None = None, /, **kwargs: Any) -> History:
         """Events oldest first (``checkpoint_id=``, ``session_id=``, ``after_seq=``, ``limit=``)."""
         _, reads = self._require()
-        data = request_mapping(request, kwargs, "history")
-        unknown = set(data) - _HISTORY_OPTIONS
-        if unknown:
-            raise InvalidRequestError(f"history: unknown field(s) {', '.join(sorted(unknown))}")
+        req = HistoryRequest.from_wire(request_mapping(request, kwargs, "history"))
         return await reads.history(
-            checkpoint_id=data.get("checkpointId"),
-            session_id=data.get("sessionId"),
-            after_seq=data.get("afterSeq", 0),
-            limit=data.get("limit", 100),
+            checkpoint_id=req.checkpoint_id,
+            session_id=req.session_id,
+            after_seq=req.after_seq,
+            limit=req.limit,
         )
 
     def iter_history(
@@ -638,16 +636,7 @@ class CheckpointManager:
         nothing. Raises InvalidRequestError for a text search while ``enable_fts`` is off.
         """
         _, reads = self._require()
-        if isinstance(query, str) or query is None:
-            data: dict[str, Any] = dict(kwargs)
-            if query is not None:
-                data["query"] = query
-            if limit is not None:
-                data["limit"] = limit
-        else:
-            data = dict(request_mapping(query, kwargs, "search"))
-            if limit is not None:
-                data["limit"] = limit
+        data = SearchCheckpointsRequest.of(query, limit, kwargs).fields
         request = SearchRequest.from_wire(data)
         if request.has_text and not self.config.enable_fts:
             raise InvalidRequestError(
@@ -708,24 +697,12 @@ class CheckpointManager:
             request = RestoreRequest.from_wire(checkpoint_id, data, timeout_unit=1.0)
             given = ["python", checkpoint_id, data]
         assert self._codec is not None
-        key = keyed(idempotency_key, "restore", given, _no_reply)
-        if key is not None and request.dry_run:
+        key = keyed(idempotency_key, "restore", given, restore_reply(reads))
+        if request.dry_run:
             key = None  # a dry run writes nothing, so there is nothing to do once
-        if key is not None:
-            stored = await reads.stored_reply(key)
-            if stored is not None:
-                return await self._replayed_restore(stored)
-        result = await restore(
+        return await restore(
             request, reads=reads, writer=writer, codec=self._codec, config=self.config, key=key
         )
-        if isinstance(result, Replayed):
-            return await self._replayed_restore(result.reply)
-        return result
-
-    async def _replayed_restore(self, reply: Mapping[str, Any]) -> RestoreResult:
-        """A stored restore reply, made whole from the blob row its event stored."""
-        _, reads = self._require()
-        return await replayed(reads, reply)
 
     async def diff_checkpoints(self, before_id: str, after_id: str) -> Diff:
         """The structural differences between two checkpoints' snapshots (JSON Pointer paths)."""
@@ -821,75 +798,10 @@ def _fan_out(listeners: list[CommitListener], committed: list[Committed]) -> Non
             log.exception("commit listener failed")
 
 
-def _flag(value: Any, field: str) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidRequestError("expected true or false", field=field)
-    return value
-
-
-def _checkpoint_reply(value: object) -> Mapping[str, Any]:
-    assert isinstance(value, Checkpoint)
-    return replace(value, snapshot=None).to_wire()
-
-
-def _batch_reply(value: object) -> Mapping[str, Any]:
-    assert isinstance(value, list)
-    return {"checkpoints": [_checkpoint_reply(cp) for cp in value]}
-
-
-def _no_reply(value: object) -> Mapping[str, Any]:
-    raise AssertionError("restore renders its own reply")  # pragma: no cover
-
-
-def _deleted_reply(value: object) -> Mapping[str, Any]:
-    return {"deleted": bool(value)}
-
-
-def _expired_reply(prior: int) -> Callable[[object], Mapping[str, Any]]:
-    def render(value: object) -> Mapping[str, Any]:
-        assert isinstance(value, int)
-        return {"deleted": prior + value}
-
-    return render
-
-
-def list_options(options: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The options of a list call (mapping or keywords) checked and in keyword form."""
-    if options is not None and kwargs:
-        raise InvalidRequestError("pass an options mapping or keyword arguments, not both")
-    if options is not None:
-        unknown = set(options) - _LIST_OPTIONS
-        if unknown:
-            raise InvalidRequestError(f"list: unknown option(s) {', '.join(sorted(unknown))}")
-        pagination = options.get("pagination") or {}
-        if not isinstance(pagination, Mapping):
-            raise InvalidRequestError("expected an object", field="pagination")
-        kwargs = {
-            "where": options.get("where"),
-            "params": options.get("params") or (),
-            "order_by": options.get("orderBy"),
-            "page": pagination.get("page", 1),
-            "page_size": pagination.get("pageSize", DEFAULT_PAGE_SIZE),
-            "include_snapshot": options.get("includeSnapshot", False),
-        }
-    allowed = {"where", "params", "order_by", "page", "page_size", "include_snapshot"}
-    unknown = set(kwargs) - allowed
-    if unknown:
-        raise InvalidRequestError(f"list: unknown option(s) {', '.join(sorted(unknown))}")
-    return {
-        "where": kwargs.get("where"),
-        "params": kwargs.get("params") or (),
-        "order_by": kwargs.get("order_by"),
-        "page": kwargs.get("page", 1),
-        "page_size": kwargs.get("page_size", DEFAULT_PAGE_SIZE),
-        "include_snapshot": _flag(kwargs.get("include_snapshot", False), "includeSnapshot"),
-    }
-
-
 async def _keyed(
-    key: str | None, operation: str, request: Any, render: Render, *, big: bool
+    key: str | None, operation: str, request: Any, reply: Reply, *, big: bool
 ) -> Idempotency | None:
     """``keyed``, on a worker thread for a big request (its digest covers every byte)."""
     if key is not None and big:
-        return await asyncio.to_thread(keyed, key, operation, request, render)
-    return keyed(key, operation, request, render)
+        return await asyncio.to_thread(keyed, key, operation, request, reply)
+    return keyed(key, operation, request, reply)

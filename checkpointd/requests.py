@@ -2,17 +2,26 @@
 
 Every method that takes a request accepts keyword arguments *or* one mapping in the wire shape;
 both go through the same ``from_wire`` so they validate identically.
+
+The wire is converted here, at the edge: each verb of the protocol (docs/protocol.md) has one
+request type whose ``from_wire(body)`` checks the body the service receives and whose
+``to_wire()`` is the body ``CheckpointClient`` sends. Deep checks that need the store's own
+knowledge (a ``where`` clause, a search's filters, a restore's options) stay with the store,
+which runs them on the same values in-process and behind the service.
+
+Everything here is built on one small toolkit: ``reject_unknown``, ``text``/``opt_text``,
+``flag``/``opt_bool``, ``integer``/``non_negative_int`` and ``obj``.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar, Protocol, Self
 
-from checkpointd.clock import parse_timestamp
+from checkpointd.clock import format_timestamp, parse_timestamp
 from checkpointd.errors import InvalidRequestError
 from checkpointd.models import Priority
 from checkpointd.snapshots.canonical import check_checksum_format
@@ -22,6 +31,12 @@ MAX_TEXT = 4096
 MAX_TAGS = 64
 MAX_BRANCHES = 256
 MAX_BATCH = 1000
+DEFAULT_PAGE_SIZE = 100
+"""Checkpoints (or sessions) a list page holds when the request does not say."""
+MAX_LINEAGE = 1000
+"""Ancestors (and descendants) a lineage page holds at most, and by default."""
+DEFAULT_HISTORY_LIMIT = 100
+"""Events a history page holds when the request does not say."""
 
 # The original API's optional fields, which may stand at the top level instead of in ``metadata``.
 FLAT_METADATA = ("feature", "priority", "author", "description", "workflowId", "stepId", "tags")
@@ -45,6 +60,7 @@ _CREATE_FIELDS = frozenset(
     }
 )
 _UPDATE_FIELDS = frozenset({"name", "metadata", "branches", "retentionExpiresAt"})
+_UPDATE_CALL = frozenset({"id", "changes", "expectedVersion"})
 DAEMON_ACTOR = "checkpointd"
 """The actor of the store's own work (expiry, restore backups): no client may claim it."""
 
@@ -91,12 +107,41 @@ def request_mapping(
     return wire_keys(request)
 
 
-def _reject_unknown(data: Mapping[str, Any], allowed: frozenset[str], what: str) -> None:
+def reject_unknown(
+    data: Mapping[str, Any], allowed: frozenset[str], what: str, *, field: str | None = None
+) -> None:
+    """InvalidRequestError ``<what>: unknown field(s) a, b`` unless every key is ``allowed``.
+
+    With ``field`` the error names it instead (``validation: unknown field(s) x``).
+    """
     if allowed.issuperset(data):
         return
     unknown = sorted(str(key) for key in data if key not in allowed)
     if unknown:
+        if field is not None:
+            raise InvalidRequestError(f"unknown field(s) {', '.join(unknown)}", field=field)
         raise InvalidRequestError(f"{what}: unknown field(s) {', '.join(unknown)}")
+
+
+def obj(value: Any, field: str) -> Mapping[str, Any]:
+    """An object (a mapping), or InvalidRequestError ``<field>: expected an object``."""
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError("expected an object", field=field)
+    return value
+
+
+def flag(value: Any, field: str) -> bool:
+    """true or false, or InvalidRequestError naming ``field``."""
+    if not isinstance(value, bool):
+        raise InvalidRequestError("expected true or false", field=field)
+    return value
+
+
+def integer(value: Any, field: str) -> int:
+    """An integer (not a boolean), or InvalidRequestError naming ``field``; range unchecked."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequestError("expected an integer", field=field)
+    return value
 
 
 def text(value: Any, field: str, *, max_len: int = MAX_NAME, min_len: int = 1) -> str:
@@ -110,7 +155,8 @@ def text(value: Any, field: str, *, max_len: int = MAX_NAME, min_len: int = 1) -
     return value
 
 
-def _opt_text(value: Any, field: str, max_len: int = MAX_NAME) -> str | None:
+def opt_text(value: Any, field: str, max_len: int = MAX_NAME) -> str | None:
+    """None, or ``text(value, field)``."""
     return None if value is None else text(value, field, max_len=max_len)
 
 
@@ -127,10 +173,9 @@ def _checksum(value: Any) -> str:
     return str(value)
 
 
-def _opt_bool(value: Any, field: str) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    raise InvalidRequestError("expected true or false", field=field)
+def opt_bool(value: Any, field: str) -> bool | None:
+    """None, or ``flag(value, field)``."""
+    return None if value is None else flag(value, field)
 
 
 def _opt_time(value: Any, field: str) -> datetime | None:
@@ -247,7 +292,7 @@ def given_id(value: Any) -> str:
 
 def _created_by(value: Any) -> str | None:
     """``createdBy``, which must not pass for the store itself (whatever its case or spacing)."""
-    created_by = _opt_text(value, "createdBy")
+    created_by = opt_text(value, "createdBy")
     if created_by is not None and created_by.strip().casefold() == DAEMON_ACTOR:
         raise InvalidRequestError(
             f"{DAEMON_ACTOR!r} is reserved for the store's own work", field="createdBy"
@@ -258,6 +303,8 @@ def _created_by(value: Any) -> str | None:
 @dataclass(frozen=True, slots=True)
 class CreateRequest:
     """A validated create: everything but the snapshot encoding, which the writer does."""
+
+    VERB: ClassVar[str] = "create"
 
     name: str
     session_id: str
@@ -272,7 +319,7 @@ class CreateRequest:
     encrypted: bool | None = None
     retention_expires_at: datetime | None = None
     restored_from: str | None = None
-    checkpoint_id: str | None = None  # given by the client (``id``), else assigned when sealed
+    checkpoint_id: str | None = None  # given by the client (``id``), else assigned when encoded
 
     @property
     def parent_id(self) -> str | None:
@@ -288,7 +335,8 @@ class CreateRequest:
         """
         if not isinstance(data, Mapping):
             raise InvalidRequestError("create: expected an object")
-        _reject_unknown(data, _CREATE_FIELDS, "create")
+        data = wire_keys(data)
+        reject_unknown(data, _CREATE_FIELDS, "create")
         for required in ("name", "sessionId", "snapshot", "branches"):
             if required not in data:
                 raise InvalidRequestError("is required", field=required)
@@ -305,12 +353,35 @@ class CreateRequest:
             created_by=_created_by(data.get("createdBy")),
             size=None if data.get("size") is None else non_negative_int(data["size"], "size"),
             checksum=None if checksum is None else _checksum(checksum),
-            compressed=_opt_bool(data.get("compressed"), "compressed"),
-            encrypted=_opt_bool(data.get("encrypted"), "encrypted"),
+            compressed=opt_bool(data.get("compressed"), "compressed"),
+            encrypted=opt_bool(data.get("encrypted"), "encrypted"),
             retention_expires_at=_opt_time(data.get("retentionExpiresAt"), "retentionExpiresAt"),
-            restored_from=_opt_text(data.get("restoredFrom"), "restoredFrom"),
+            restored_from=opt_text(data.get("restoredFrom"), "restoredFrom"),
             checkpoint_id=None if data.get("id") is None else given_id(data["id"]),
         )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The create body: what ``from_wire`` reads back as this same request."""
+        body: dict[str, Any] = {
+            "name": self.name,
+            "sessionId": self.session_id,
+            "snapshot": self.snapshot,
+            "branches": list(self.branches),
+            "metadata": self.metadata,
+        }
+        optional = {
+            "timestamp": _wire_time(self.timestamp),
+            "createdBy": self.created_by,
+            "size": self.size,
+            "checksum": self.checksum,
+            "compressed": self.compressed,
+            "encrypted": self.encrypted,
+            "retentionExpiresAt": _wire_time(self.retention_expires_at),
+            "restoredFrom": self.restored_from,
+            "id": self.checkpoint_id,
+        }
+        body.update((key, value) for key, value in optional.items() if value is not None)
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,10 +396,37 @@ class UpdateRequest:
     clear_retention: bool = False
     expected_version: int | None = None
 
+    VERB: ClassVar[str] = "update"
+
     @classmethod
-    def from_wire(
-        cls, checkpoint_id: Any, changes: Any, expected_version: Any = None
-    ) -> UpdateRequest:
+    def from_wire(cls, data: Mapping[str, Any]) -> UpdateRequest:
+        """The update body: ``{id, changes, expectedVersion?}``."""
+        reject_unknown(data, _UPDATE_CALL, "update")
+        changes = obj(data.get("changes"), "changes")
+        version = data.get("expectedVersion")
+        if version is not None:
+            integer(version, "expectedVersion")
+        return cls.of(text(data.get("id"), "id"), changes, version)
+
+    def to_wire(self) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        if self.name is not None:
+            changes["name"] = self.name
+        if self.metadata is not None:
+            changes["metadata"] = self.metadata
+        if self.branches is not None:
+            changes["branches"] = list(self.branches)
+        if self.clear_retention:
+            changes["retentionExpiresAt"] = None
+        elif self.retention_expires_at is not None:
+            changes["retentionExpiresAt"] = format_timestamp(self.retention_expires_at)
+        body: dict[str, Any] = {"id": self.checkpoint_id, "changes": changes}
+        if self.expected_version is not None:
+            body["expectedVersion"] = self.expected_version
+        return body
+
+    @classmethod
+    def of(cls, checkpoint_id: Any, changes: Any, expected_version: Any = None) -> UpdateRequest:
         """Validate an update; snapshots are immutable, so changing one is an error.
 
         Raises:
@@ -339,7 +437,7 @@ class UpdateRequest:
         changes = wire_keys(changes)
         if "snapshot" in changes:
             raise InvalidRequestError("snapshots are immutable; create a new checkpoint")
-        _reject_unknown(changes, _UPDATE_FIELDS, "update")
+        reject_unknown(changes, _UPDATE_FIELDS, "update")
         if not changes:
             raise InvalidRequestError("nothing to update", field="changes")
         retention = changes.get("retentionExpiresAt")
@@ -383,3 +481,439 @@ def distinct_ids(requests: Sequence[CreateRequest]) -> None:
                 f"id {given!r} is given twice in the batch", field=f"checkpoints[{index}].id"
             )
         seen.add(given)
+
+
+def _wire_time(value: Any) -> Any:
+    """A datetime as the wire's ISO-8601 UTC text; anything else as it is."""
+    return format_timestamp(value) if isinstance(value, datetime) else value
+
+
+# -- one request type per verb of the protocol ------------------------------------------------
+
+
+class WireRequest(Protocol):
+    """What every verb's request type offers: its endpoint name and its body."""
+
+    VERB: ClassVar[str]
+
+    def to_wire(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CreateBatchRequest:
+    """``{checkpoints: [create, ...]}``: 1..MAX_BATCH creates, no id given twice."""
+
+    items: tuple[CreateRequest, ...]
+
+    VERB: ClassVar[str] = "create_batch"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> CreateBatchRequest:
+        reject_unknown(data, frozenset({"checkpoints"}), cls.VERB)
+        return cls.of(data.get("checkpoints"))
+
+    @classmethod
+    def of(cls, items: Any) -> CreateBatchRequest:
+        """The batch of a call: a list of create mappings."""
+        requests = tuple(
+            CreateRequest.from_wire(request_mapping(item, {}, "create"))
+            for item in batch_items(items)
+        )
+        distinct_ids(requests)
+        return cls(requests)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"checkpoints": [item.to_wire() for item in self.items]}
+
+
+def _one_id(data: Mapping[str, Any], verb: str) -> str:
+    reject_unknown(data, _ID_ONLY, verb)
+    return text(data.get("id"), "id")
+
+
+_ID_ONLY = frozenset({"id"})
+
+
+@dataclass(frozen=True, slots=True)
+class GetRequest:
+    checkpoint_id: str
+    include_snapshot: bool = True
+
+    VERB: ClassVar[str] = "get"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> GetRequest:
+        reject_unknown(data, frozenset({"id", "includeSnapshot"}), cls.VERB)
+        include = flag(data.get("includeSnapshot", True), "includeSnapshot")
+        return cls(text(data.get("id"), "id"), include)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.checkpoint_id, "includeSnapshot": self.include_snapshot}
+
+
+_LIST_OPTIONS = frozenset({"where", "params", "orderBy", "pagination", "includeSnapshot"})
+_LIST_KEYWORDS = frozenset({"where", "params", "order_by", "page", "page_size", "include_snapshot"})
+
+
+@dataclass(frozen=True, slots=True)
+class ListOptions:
+    """A list's filter, order and page; the store checks ``where``, ``order_by`` and the page."""
+
+    where: Any = None
+    params: Sequence[Any] = ()
+    order_by: Any = None
+    page: Any = 1
+    page_size: Any = DEFAULT_PAGE_SIZE
+    include_snapshot: bool = False
+
+    @classmethod
+    def from_wire(cls, options: Mapping[str, Any]) -> ListOptions:
+        """The original API's options mapping (``pagination``, ``orderBy``...)."""
+        reject_unknown(options, _LIST_OPTIONS, "list")
+        pagination = obj(options.get("pagination") or {}, "pagination")
+        return cls(
+            where=options.get("where"),
+            params=_params(options.get("params")),
+            order_by=options.get("orderBy"),
+            page=pagination.get("page", 1),
+            page_size=pagination.get("pageSize", DEFAULT_PAGE_SIZE),
+            include_snapshot=flag(options.get("includeSnapshot", False), "includeSnapshot"),
+        )
+
+    @classmethod
+    def of(cls, options: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> ListOptions:
+        """The options of a list call: one mapping or keyword arguments, not both."""
+        if options is not None and kwargs:
+            raise InvalidRequestError("pass an options mapping or keyword arguments, not both")
+        if options is not None:
+            return cls.from_wire(obj(options, "options"))
+        reject_unknown(kwargs, _LIST_KEYWORDS, "list")
+        return cls(
+            where=kwargs.get("where"),
+            params=_params(kwargs.get("params")),
+            order_by=kwargs.get("order_by"),
+            page=kwargs.get("page", 1),
+            page_size=kwargs.get("page_size", DEFAULT_PAGE_SIZE),
+            include_snapshot=flag(kwargs.get("include_snapshot", False), "includeSnapshot"),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "pagination": {"page": self.page, "pageSize": self.page_size},
+            "includeSnapshot": self.include_snapshot,
+        }
+        if self.where is not None:
+            body["where"] = self.where
+        if self.params:
+            body["params"] = [_wire_time(param) for param in self.params]
+        if self.order_by is not None:
+            body["orderBy"] = _order_by(self.order_by)
+        return body
+
+
+def _params(value: Any) -> Sequence[Any]:
+    """A filter's ``params``: a list (or tuple) of values, none when absent."""
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise InvalidRequestError("must be a list of values", field="params")
+    return value
+
+
+def _order_by(order_by: Any) -> Any:
+    """``[("timestamp", "desc")]`` as the wire's ``[{"field", "direction"}]``; else as given."""
+    if isinstance(order_by, list | tuple):
+        return [
+            {"field": item[0], "direction": item[1]}
+            if isinstance(item, tuple | list) and len(item) == 2
+            else item
+            for item in order_by
+        ]
+    return order_by
+
+
+@dataclass(frozen=True, slots=True)
+class ListRequest:
+    """A list by session (``sessionId``) or by feature (``feature``): exactly one of them."""
+
+    session_id: str | None
+    feature: str | None
+    options: ListOptions = field(default_factory=ListOptions)
+
+    VERB: ClassVar[str] = "list"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> ListRequest:
+        if ("sessionId" in data) == ("feature" in data):
+            raise InvalidRequestError("list: give exactly one of sessionId and feature")
+        session_id = text(data["sessionId"], "sessionId") if "sessionId" in data else None
+        feature = text(data["feature"], "feature") if "feature" in data else None
+        rest = {k: v for k, v in data.items() if k not in {"sessionId", "feature"}}
+        return cls(session_id, feature, ListOptions.from_wire(rest))
+
+    def to_wire(self) -> dict[str, Any]:
+        if self.feature is None:
+            return {"sessionId": self.session_id, **self.options.to_wire()}
+        return {"feature": self.feature, **self.options.to_wire()}
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRequest:
+    checkpoint_id: str
+
+    VERB: ClassVar[str] = "delete"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> DeleteRequest:
+        return cls(_one_id(data, cls.VERB))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.checkpoint_id}
+
+
+@dataclass(frozen=True, slots=True)
+class ValidateRequest:
+    checkpoint_id: str
+
+    VERB: ClassVar[str] = "validate"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> ValidateRequest:
+        return cls(_one_id(data, cls.VERB))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.checkpoint_id}
+
+
+def _in_process_only() -> InvalidRequestError:
+    return InvalidRequestError("a custom resolver is in-process only", field="customResolver")
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreCheckpointRequest:
+    """A restore: the checkpoint and the original API's options, checked by the store.
+
+    A custom resolver is a Python callable: in-process only, refused here.
+    """
+
+    checkpoint_id: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    VERB: ClassVar[str] = "restore"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> RestoreCheckpointRequest:
+        options = {k: v for k, v in data.items() if k != "id"}
+        resolution = options.get("conflictResolution")
+        if isinstance(resolution, Mapping) and "customResolver" in resolution:
+            raise _in_process_only()
+        return cls(text(data.get("id"), "id"), options)
+
+    @classmethod
+    def of(
+        cls,
+        checkpoint_id: str,
+        options: Mapping[str, Any] | None,
+        kwargs: Mapping[str, Any],
+        *,
+        custom_resolver: object = None,
+    ) -> RestoreCheckpointRequest:
+        """A call's restore: an options mapping (``timeout`` in milliseconds) or keywords
+        (``timeout`` in seconds)."""
+        if custom_resolver is not None:
+            raise _in_process_only()
+        if options is not None:
+            if kwargs:
+                raise InvalidRequestError("pass an options mapping or keywords, not both")
+            body = dict(obj(options, "options"))
+        else:
+            body = wire_keys(kwargs)
+            timeout = body.get("timeout")
+            if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+                body["timeout"] = timeout * 1000  # the wire's milliseconds
+        return cls.from_wire({**body, "id": checkpoint_id})
+
+    def to_wire(self) -> dict[str, Any]:
+        return {**self.options, "id": self.checkpoint_id}
+
+
+@dataclass(frozen=True, slots=True)
+class SearchCheckpointsRequest:
+    """A search: ``query``, ``limit``, ``filters``, ``sorting``, ``pagination``, checked by the
+    store (``reads.search.SearchRequest``)."""
+
+    fields: Mapping[str, Any]
+
+    VERB: ClassVar[str] = "search"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> SearchCheckpointsRequest:
+        return cls(wire_keys(obj(data, "search")))
+
+    @classmethod
+    def of(
+        cls, query: str | Mapping[str, Any] | None, limit: int | None, kwargs: Mapping[str, Any]
+    ) -> SearchCheckpointsRequest:
+        """A call's search: ``(text, limit)``, keywords, or the original API's mapping."""
+        if isinstance(query, str) or query is None:
+            data = wire_keys(kwargs)
+            if query is not None:
+                data["query"] = query
+        else:
+            data = request_mapping(query, kwargs, "search")
+        if limit is not None:
+            data["limit"] = limit
+        return cls(data)
+
+    def to_wire(self) -> dict[str, Any]:
+        data = dict(self.fields)
+        filters = data.get("filters")
+        if isinstance(filters, Mapping) and isinstance(filters.get("dateRange"), Mapping):
+            dates = {k: _wire_time(v) for k, v in filters["dateRange"].items()}
+            data["filters"] = {**filters, "dateRange": dates}
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class LineageRequest:
+    """A lineage page; the store checks ``limit`` (1..MAX_LINEAGE) and ``offset``."""
+
+    checkpoint_id: str
+    limit: Any = MAX_LINEAGE
+    offset: Any = 0
+
+    VERB: ClassVar[str] = "lineage"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> LineageRequest:
+        reject_unknown(data, frozenset({"id", "limit", "offset"}), cls.VERB)
+        checkpoint_id = text(data.get("id"), "id")
+        return cls(checkpoint_id, data.get("limit", MAX_LINEAGE), data.get("offset", 0))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"id": self.checkpoint_id, "limit": self.limit, "offset": self.offset}
+
+
+@dataclass(frozen=True, slots=True)
+class DiffRequest:
+    before_id: str
+    after_id: str
+
+    VERB: ClassVar[str] = "diff"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> DiffRequest:
+        reject_unknown(data, frozenset({"from", "to"}), cls.VERB)
+        return cls(text(data.get("from"), "from"), text(data.get("to"), "to"))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"from": self.before_id, "to": self.after_id}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStateRequest:
+    session_id: str
+
+    VERB: ClassVar[str] = "session_state"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> SessionStateRequest:
+        reject_unknown(data, frozenset({"sessionId"}), cls.VERB)
+        return cls(text(data.get("sessionId"), "sessionId"))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"sessionId": self.session_id}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionsRequest:
+    """A page of sessions; the store checks the page (from 1) and its size (1..1000)."""
+
+    page: Any = 1
+    page_size: Any = DEFAULT_PAGE_SIZE
+
+    VERB: ClassVar[str] = "sessions"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> SessionsRequest:
+        reject_unknown(data, frozenset({"pagination"}), cls.VERB)
+        pagination = obj(data.get("pagination", {}), "pagination")
+        reject_unknown(pagination, frozenset({"page", "pageSize"}), "sessions pagination")
+        return cls(pagination.get("page", 1), pagination.get("pageSize", DEFAULT_PAGE_SIZE))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"pagination": {"page": self.page, "pageSize": self.page_size}}
+
+
+_HISTORY_FIELDS = frozenset({"checkpointId", "sessionId", "afterSeq", "limit"})
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """A history page: events after ``after_seq``, of one checkpoint or session or all."""
+
+    checkpoint_id: Any = None
+    session_id: Any = None
+    after_seq: Any = 0
+    limit: Any = DEFAULT_HISTORY_LIMIT
+
+    VERB: ClassVar[str] = "history"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> HistoryRequest:
+        data = wire_keys(obj(data, "history"))
+        reject_unknown(data, _HISTORY_FIELDS, cls.VERB)
+        return cls(
+            checkpoint_id=data.get("checkpointId"),
+            session_id=data.get("sessionId"),
+            after_seq=data.get("afterSeq", 0),
+            limit=data.get("limit", DEFAULT_HISTORY_LIMIT),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"afterSeq": self.after_seq, "limit": self.limit}
+        if self.checkpoint_id is not None:
+            body["checkpointId"] = self.checkpoint_id
+        if self.session_id is not None:
+            body["sessionId"] = self.session_id
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class _NoFields:
+    """A verb whose body is ``{}``: any field is unknown."""
+
+    VERB: ClassVar[str]
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> Self:
+        reject_unknown(data, frozenset(), cls.VERB)
+        return cls()
+
+    def to_wire(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteExpiredRequest(_NoFields):
+    VERB: ClassVar[str] = "delete_expired"
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRequest(_NoFields):
+    VERB: ClassVar[str] = "stats"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRequest(_NoFields):
+    VERB: ClassVar[str] = "verify"
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildRequest(_NoFields):
+    VERB: ClassVar[str] = "rebuild"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRequest(_NoFields):
+    VERB: ClassVar[str] = "health"

@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
-from checkpointd import commands as cmd
 from checkpointd.config import Config
 from checkpointd.errors import (
     ConflictError,
@@ -25,17 +24,18 @@ from checkpointd.errors import (
     InvalidRequestError,
     UnavailableError,
 )
-from checkpointd.handlers import seal_snapshot
-from checkpointd.idempotency import Idempotency, Replayed
 from checkpointd.ids import new_id
 from checkpointd.merge import MergeResult, Strategy, merge_states_async
 from checkpointd.reads.checkpoints import ReadModel
 from checkpointd.reads.validate import inspect_stored
-from checkpointd.requests import DAEMON_ACTOR, CreateRequest, text, wire_keys
-from checkpointd.restore_details import seal_details, stored_reply
+from checkpointd.requests import DAEMON_ACTOR, CreateRequest, reject_unknown, text, wire_keys
+from checkpointd.restore_details import encode_details
 from checkpointd.results import RestoreResult
 from checkpointd.snapshots import SnapshotCodec, canonical_encode
 from checkpointd.storage.writer import GroupCommitWriter
+from checkpointd.write import commands as cmd
+from checkpointd.write.encode import encode_create
+from checkpointd.write.idempotency import Idempotency, revive_stored, submit
 
 _FIELDS = frozenset(
     {
@@ -81,18 +81,14 @@ class RestoreRequest:
         Raises:
             InvalidRequestError: an unknown field, a wrong type, two different strategies.
         """
-        unknown = sorted(str(k) for k in data if k not in _FIELDS)
-        if unknown:
-            raise InvalidRequestError(f"restore: unknown field(s) {', '.join(unknown)}")
+        reject_unknown(data, _FIELDS, "restore")
         resolution = wire_keys(_mapping(data.get("conflictResolution"), "conflictResolution"))
         strategy = _strategy(data.get("mergeStrategy"), resolution.get("strategy"))
         resolver = resolution.get("customResolver")
         if resolver is not None and not callable(resolver):
             raise InvalidRequestError("must be a callable", field="customResolver")
         validation = wire_keys(_mapping(data.get("validation"), "validation"))
-        unknown = sorted(str(k) for k in validation if k not in _VALIDATION)
-        if unknown:
-            raise InvalidRequestError(f"unknown field(s) {', '.join(unknown)}", field="validation")
+        reject_unknown(validation, _VALIDATION, "restore", field="validation")
         current = _current_state(data.get("currentState"))
         target = data.get("targetSessionId")
         # Accepted for the seed's shape; integrity (decryption, decompression) is always
@@ -122,11 +118,11 @@ async def restore(
     codec: SnapshotCodec,
     config: Config,
     key: Idempotency | None = None,
-) -> RestoreResult | Replayed:
+) -> RestoreResult:
     """Run a restore as described in the module docstring.
 
-    With ``key``, the restore is recorded under it; if the key was recorded meanwhile, the
-    stored reply comes back as Replayed (its state left out: see ``checkpointd.idempotency``).
+    With ``key``, the restore takes effect once: a retry, also one racing the first call, gets
+    the first call's result (its state read back: see ``checkpointd.restore_details``).
 
     If the target session moves on between reading its state and writing (another create or
     restore in it), the restore is planned again from the new state, up to ``ATTEMPTS`` times.
@@ -138,22 +134,22 @@ async def restore(
         ConflictError: the target session kept changing through every attempt.
         UnavailableError: the timeout passed before the write.
     """
+    if key is not None and (earlier := await revive_stored(reads.stored_reply, key)) is not None:
+        assert isinstance(earlier, RestoreResult)
+        return earlier  # done before: answered without planning it again
     deadline = None if request.timeout is None else time.monotonic() + request.timeout
     for attempt in range(1, ATTEMPTS + 1):
         plan = await _plan_within(request, deadline, reads, codec, config, key=key)
         if plan.command is None:
             return plan.result(event_seq=None, backup_id=None)
         try:
-            outcome = await writer.submit(plan.command)
+            result = await submit(writer, plan.command)
         except ConflictError:
             if attempt == ATTEMPTS or plan.command.expected_session_seq is None:
                 raise
             continue
-        restored = outcome.value
-        if isinstance(restored, Replayed):
-            return restored
-        assert isinstance(restored, cmd.Restored)
-        return plan.result(event_seq=restored.event_seq, backup_id=restored.backup_checkpoint_id)
+        assert isinstance(result, RestoreResult)
+        return result
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -198,13 +194,6 @@ class _Plan:
             event_seq=event_seq,
         )
 
-    def reply(self, value: object) -> Mapping[str, Any]:
-        """The reply an idempotency key stores: no values (see ``checkpointd.restore_details``)."""
-        assert isinstance(value, cmd.Restored)
-        return stored_reply(
-            self.result(event_seq=value.event_seq, backup_id=value.backup_checkpoint_id)
-        )
-
 
 async def _plan(
     request: RestoreRequest,
@@ -232,7 +221,7 @@ async def _plan(
         else:
             warnings.append(f"session {target!r} has no current state; no backup was made")
     state_id = new_id()
-    sealed = await asyncio.to_thread(
+    encoded_state = await asyncio.to_thread(
         codec.encode,
         state_id,
         merged.state,
@@ -243,9 +232,9 @@ async def _plan(
         return _Plan(request, target, merged, tuple(warnings), command=None)
     conflicts = tuple(c.to_wire() for c in merged.conflicts)
     details = None
-    if conflicts or warnings:  # sealed beside the state: the event keeps no values
+    if conflicts or warnings:  # encoded beside the state: the event keeps no values
         details = await asyncio.to_thread(
-            seal_details,
+            encode_details,
             codec,
             state_id,
             conflicts,
@@ -258,21 +247,18 @@ async def _plan(
         target_session_id=target,
         strategy=request.strategy.value,
         state_id=state_id,
-        state=sealed,
+        state=encoded_state,
         conflicts=conflicts,
         backup=backup,
         expected_session_seq=expected_seq,
         session_sources=sources,
+        context=cmd.Context(idempotency=key),
         notify=request.notify,
         merged_state=merged.state,
         details=details,
+        warnings=tuple(warnings),
     )
-    plan = _Plan(request, target, merged, tuple(warnings), command)
-    if key is not None:
-        # The reply is rendered by the plan that wrote it (after re-planning, the last one).
-        context = replace(command.context, idempotency=replace(key, render=plan.reply))
-        plan = replace(plan, command=replace(command, context=context))
-    return plan
+    return _Plan(request, target, merged, tuple(warnings), command)
 
 
 async def _checked_snapshot(
@@ -309,7 +295,7 @@ def _backup(
     current: Mapping[str, Any],
     *,
     encrypt: bool,
-) -> cmd.Sealed:
+) -> cmd.EncodedCreate:
     backup = CreateRequest(
         name=f"backup before restore of {source}",
         session_id=target,
@@ -323,7 +309,7 @@ def _backup(
         created_by=DAEMON_ACTOR,
         encrypted=encrypt,
     )
-    return seal_snapshot(codec, config, backup)
+    return encode_create(codec, config, backup)
 
 
 def _mapping(value: Any, field: str) -> Mapping[str, Any]:

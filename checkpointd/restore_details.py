@@ -1,11 +1,11 @@
-"""What a restore stores beside its state: its conflicts and warnings, sealed in the state's row.
+"""What a restore stores beside its state, and its reply under an idempotency key.
 
 A restore's conflicts name both sides' values and its warnings may quote them, so neither is
 kept where a delete cannot reach: the ``checkpoint.restored`` event holds the conflicts' paths
 and resolutions only, and the idempotency key's stored reply neither values nor warnings. The
-whole of both is sealed like the state (compressed, and encrypted whenever a key is set) into
+whole of both is encoded like the state (compressed, and encrypted whenever a key is set) into
 the ``details`` column of the state's blob row, which goes when the state goes (see
-``checkpointd.projections.sessions``). A replayed reply is made whole again from that row.
+``checkpointd.projections.sessions``). A retry's result is made whole again from that row.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from typing import Any
 
 from checkpointd.errors import NotFoundError
 from checkpointd.events import store
+from checkpointd.events.domain import StateRestored, decode
 from checkpointd.reads.checkpoints import ReadModel
 from checkpointd.results import RestoreResult
 from checkpointd.snapshots import EncodedSnapshot, SnapshotCodec, canonical_encode
+from checkpointd.write.idempotency import Reply
 
 # Two levels above a conflict's value ({"conflicts": [{"current": value}]}), and a value of a
 # state one level below its top at least: room for the deepest value a state may hold.
@@ -32,7 +34,7 @@ def details_key(state_id: str) -> str:
     return f"{state_id}/details"
 
 
-def seal_details(
+def encode_details(
     codec: SnapshotCodec,
     state_id: str,
     conflicts: Sequence[Mapping[str, Any]],
@@ -41,7 +43,7 @@ def seal_details(
     compress: bool,
     encrypt: bool,
 ) -> EncodedSnapshot | None:
-    """The sealed conflicts and warnings of a restore (None when it has neither).
+    """The encoded conflicts and warnings of a restore (None when it has neither).
 
     Not capped by ``max_checkpoint_size``: they come from two states that each were, and used
     to be stored in the event uncapped. Reading them back is capped at their recorded size.
@@ -52,11 +54,23 @@ def seal_details(
         {"conflicts": list(conflicts), "warnings": list(warnings)}, max_depth=_MAX_DEPTH
     )
     uncapped = replace(codec, max_size=sys.maxsize)
-    return uncapped.seal(details_key(state_id), canonical, compress=compress, encrypt=encrypt)
+    return uncapped.encode_canonical(
+        details_key(state_id), canonical, compress=compress, encrypt=encrypt
+    )
 
 
-def stored_reply(result: RestoreResult) -> dict[str, Any]:
+def restore_reply(reads: ReadModel) -> Reply:
+    """A restore's ``Reply``: stored without values, read back whole from its blob row."""
+
+    async def revive(reply: Mapping[str, Any]) -> RestoreResult:
+        return await replayed(reads, reply)
+
+    return Reply(stored_reply, revive)
+
+
+def stored_reply(result: object) -> dict[str, Any]:
     """The reply an idempotency key keeps: no state, no warnings, conflicts without values."""
+    assert isinstance(result, RestoreResult)
     wire = result.to_wire()
     del wire["state"], wire["warnings"]
     wire["conflicts"] = [
@@ -82,27 +96,28 @@ async def replayed(reads: ReadModel, reply: Mapping[str, Any]) -> RestoreResult:
     if found is None:
         raise NotFoundError("restored state of event", str(seq))
     blob, details, row = found[0], found[1], found[2:]
-    data = store.from_row(row).payload()
-    state, extra = await asyncio.to_thread(_open, reads.codec, data, bytes(blob), details)
+    event = decode(store.from_row(row))
+    assert isinstance(event, StateRestored)
+    state, extra = await asyncio.to_thread(_open, reads.codec, event, bytes(blob), details)
     return RestoreResult.from_wire({**reply, "state": state, **extra})
 
 
 def _open(
-    codec: SnapshotCodec, data: Mapping[str, Any], blob: bytes, details: bytes | None
+    codec: SnapshotCodec, event: StateRestored, blob: bytes, details: bytes | None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The state, and the conflicts and warnings to put in the reply (none to replace)."""
     state = codec.decode(
-        data["stateId"], blob, expected_checksum=data["checksum"], expected_size=data["size"]
+        event.state_id, blob, expected_checksum=event.checksum, expected_size=event.size
     )
-    if "details" not in data:  # logged before details were kept apart: the reply has them
+    if event.details_in_reply:  # logged before details were kept apart: the reply has them
         return state, {}
-    described = data["details"]
+    described = event.details
     if described is None:
         return state, {"conflicts": [], "warnings": []}
     opened = codec.decode(
-        details_key(data["stateId"]),
+        details_key(event.state_id),
         b"" if details is None else bytes(details),
-        expected_checksum=described["checksum"],
-        expected_size=described["size"],
+        expected_checksum=described.checksum,
+        expected_size=described.size,
     )
     return state, {"conflicts": opened["conflicts"], "warnings": opened["warnings"]}

@@ -57,6 +57,24 @@ async def test_no_service_is_unavailable(nats_server: NatsServer) -> None:
             await client.get_checkpoint_stats()
 
 
+async def test_a_bad_request_is_refused_before_it_is_sent(nats_server: NatsServer) -> None:
+    """The client checks a request as the store does: a wrong field is the store's own
+    InvalidRequestError at once, even with no service to send it to."""
+    async with CheckpointClient(nats_server.url, prefix="nobody.here", retries=0) as client:
+        with pytest.raises(InvalidRequestError, match=r"unknown field\(s\) colour"):
+            await client.create(name="n", session_id="s", snapshot={}, branches=[], colour="red")
+        with pytest.raises(InvalidRequestError, match="immutable"):
+            await client.update_checkpoint("x", snapshot={})
+        with pytest.raises(InvalidRequestError, match=r"^metadata\.priority"):
+            await client.update_checkpoint("x", metadata={"priority": "urgent"})
+        with pytest.raises(InvalidRequestError, match=r"unknown field\(s\) colour"):
+            await client.get_checkpoints_by_session("s", colour="red")
+        with pytest.raises(InvalidRequestError, match=r"^id: length"):
+            await client.get_checkpoint("")
+        with pytest.raises(UnavailableError, match=r"nobody\.here\.get"):
+            await client.get_checkpoint("x")  # a good request goes out; nobody answers it
+
+
 async def test_closed_client_is_unavailable(client: CheckpointClient) -> None:
     """A closed client raises UnavailableError instead of hanging; close() is idempotent."""
     await client.close()

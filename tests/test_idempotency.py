@@ -1,7 +1,7 @@
 """Idempotency keys: a keyed command takes effect once and a retry gets the first reply back.
 
 Tests drive the keys through CheckpointManager on a real SQLite file; the digest helpers of
-``checkpointd.idempotency`` are pure and tested on their own first.
+``checkpointd.write.idempotency`` are pure and tested on their own first.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from conftest import FakeClock, OpenManager
 
 from checkpointd import Checkpoint, CheckpointManager
 from checkpointd.errors import ConflictError, InvalidRequestError, NotFoundError
-from checkpointd.idempotency import MAX_KEY_LENGTH, keyed, request_digest
+from checkpointd.write.idempotency import MAX_KEY_LENGTH, Reply, keyed, request_digest
 
 
 def request(name: str = "cp", session_id: str = "s-1", **fields: Any) -> dict[str, Any]:
@@ -39,8 +39,11 @@ async def checkpoint_count(manager: CheckpointManager, session_id: str = "s-1") 
     return (await manager.get_checkpoints_by_session(session_id)).total
 
 
-def no_reply(value: object) -> dict[str, Any]:
-    return {}
+async def no_revive(reply: object) -> object:
+    return reply
+
+
+no_reply = Reply(lambda value: {}, no_revive)
 
 
 # -- the digest --------------------------------------------------------------------------------

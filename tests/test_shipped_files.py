@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from checkpointd.config import Config
-from checkpointd.daemon.settings import DaemonSettings, NatsSettings, load
+from checkpointd.daemon.settings import DaemonSettings, HttpSettings, NatsSettings, load
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "config" / "checkpointd.toml"
@@ -39,6 +39,7 @@ def test_the_reference_config_lists_every_setting() -> None:
     top = {f.name for f in fields(Config)} | {f.name for f in fields(DaemonSettings)}
     assert _listed(text, None) == top
     assert _listed(text, "nats") == {f.name for f in fields(NatsSettings)}
+    assert _listed(text, "http") == {f.name for f in fields(HttpSettings)}
 
 
 def test_the_reference_config_gives_the_defaults() -> None:
@@ -82,5 +83,42 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
         ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
     )
     problems = [line for line in result.stderr.splitlines() if "checkpointd.service" in line]
+    assert result.returncode == 0, result.stderr
+    assert problems == []
+
+
+BACKUP_UNITS = ("checkpointd-backup.service", "checkpointd-backup.timer")
+
+
+def test_the_backup_unit_shares_the_daemons_user_and_state_and_the_timer_starts_it() -> None:
+    """The nightly backup reads the daemon's log: same dynamic user, same state directory."""
+    service = (ROOT / "systemd" / BACKUP_UNITS[0]).read_text()
+    timer = (ROOT / "systemd" / BACKUP_UNITS[1]).read_text()
+    daemon = UNIT.read_text()
+    assert "DynamicUser=yes" in service
+    assert "StateDirectory=checkpointd checkpointd-backups" in service
+    assert re.search(r"^ExecStart=\S+/checkpointd backup ", service, re.MULTILINE)
+    assert "StateDirectory=checkpointd\n" in daemon
+    assert "OnCalendar=" in timer
+    assert "Persistent=true" in timer
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze not installed (Debian: apt-get install systemd; .ci/run does)",
+)
+def test_the_backup_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    script = shutil.which("checkpointd", path=str(Path(sys.executable).parent))
+    assert script is not None, "checkpointd console script not installed (pip install -e .)"
+    paths = []
+    for name in BACKUP_UNITS:
+        text = (ROOT / "systemd" / name).read_text()
+        path = tmp_path / name
+        path.write_text(text.replace("/opt/checkpointd/bin/checkpointd", script))
+        paths.append(str(path))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *paths], capture_output=True, text=True, check=False
+    )
+    problems = [line for line in result.stderr.splitlines() if "checkpointd-backup" in line]
     assert result.returncode == 0, result.stderr
     assert problems == []

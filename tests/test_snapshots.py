@@ -433,12 +433,12 @@ def test_compress_false_stores_uncompressed() -> None:
     assert encoded.blob == MAGIC + b"\x00\x00" + canonical_encode(compressible_snapshot())
 
 
-def test_seal_matches_encode() -> None:
-    """Sealing canonical bytes gives the same stored description as encoding the snapshot."""
+def test_encode_canonical_matches_encode() -> None:
+    """Encoding canonical bytes gives the same stored description as encoding the snapshot."""
     canonical = canonical_encode(compressible_snapshot())
-    sealed = codec().seal("cp-1", canonical, compress=True, encrypt=False)
+    from_bytes = codec().encode_canonical("cp-1", canonical, compress=True, encrypt=False)
     encoded = codec().encode("cp-1", compressible_snapshot(), compress=True, encrypt=False)
-    assert sealed == encoded
+    assert from_bytes == encoded
 
 
 def test_oversize_snapshot_is_too_large() -> None:
@@ -486,7 +486,7 @@ def test_wrong_key_fails_authentication() -> None:
 
 
 def test_old_key_still_opens_blobs_after_rotation() -> None:
-    """After rotation, a blob sealed with the old key opens while the old key is kept."""
+    """After rotation, a blob encrypted with the old key opens while the old key is kept."""
     old_blob = encrypted_blob().blob
     rotated = codec(keyring=Keyring(KEY_2, [KEY_1]))
     assert rotated.decode("cp-1", old_blob) == compressible_snapshot()
@@ -494,7 +494,7 @@ def test_old_key_still_opens_blobs_after_rotation() -> None:
     assert read_header(new_blob).key_id == key_id(KEY_2)
 
 
-def test_blob_sealed_with_a_dropped_key_names_the_key() -> None:
+def test_blob_encrypted_with_a_dropped_key_names_the_key() -> None:
     """Once the old key is dropped, its blobs are an IntegrityError naming key and checkpoint."""
     old_blob = encrypted_blob().blob
     message = f"checkpoint cp-1: encrypted with key {key_id(KEY_1)}, which is not configured"

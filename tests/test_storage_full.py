@@ -11,7 +11,7 @@ from conftest import dump_projections, event_seqs
 
 from checkpointd import CheckpointManager
 from checkpointd.errors import StorageError
-from checkpointd.handlers import CommandHandler
+from checkpointd.write.handler import CommandHandler
 
 
 async def cap_pages(manager: CheckpointManager, extra_pages: int | None) -> None:

@@ -800,6 +800,21 @@ async def test_malformed_create_is_400_and_the_service_keeps_serving(
     assert await wire.total("s-1") == 1
 
 
+async def test_a_request_without_a_reply_inbox_is_applied_and_the_service_keeps_serving(
+    wire: Wire,
+) -> None:
+    """A create published without a reply subject is applied (and notified), though nobody is
+    answered; a bad one sent that way is dropped; the service keeps answering requests."""
+    created = await wire.nc.subscribe(f"{wire.prefix}.events.created.s-1")
+    await wire.nc.flush()
+    await wire.nc.publish(f"{wire.prefix}.create", b"{not json")
+    await wire.nc.publish(f"{wire.prefix}.create", encode(checkpoint(name="unanswered"), JSON))
+    notification = json.loads((await created.next_msg(timeout=DEADLINE)).data)
+    assert (await wire.ok("get", {"id": notification["checkpointId"]}))["name"] == "unanswered"
+    assert (await wire.create())["name"] == "milestone"
+    assert await wire.total("s-1") == 2
+
+
 @pytest.mark.parametrize(
     "checkpoint_id",
     [".", "*", ">", " ", "a b", "../../etc/passwd", "$SRV.PING", "%s%n", "'; DROP TABLE x;--"],

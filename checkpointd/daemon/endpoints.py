@@ -2,8 +2,13 @@
 
 Each takes the manager, the decoded request body (camelCase) and the request's ``Nats-Msg-Id``
 (applied by the writing verbs, ignored by the reading ones), and returns the result object
-exactly as sent. Request validation is the manager's: a wrong field raises its
-InvalidRequestError, as in-process.
+exactly as sent. Each is the same three steps: the verb's request type reads the body
+(``from_wire``, raising InvalidRequestError for a wrong field, as in-process), the manager does
+the work, and the result goes back as ``to_wire()``.
+
+The writes that take a body (create, create_batch, update) hand the manager that body as it
+was received, once it has been read: an idempotency key's digest covers the request as its
+client sent it, whichever version of the client or the daemon a retry meets.
 """
 
 from __future__ import annotations
@@ -12,23 +17,36 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from checkpointd.errors import InvalidRequestError, NotFoundError
+from checkpointd.errors import NotFoundError
 from checkpointd.manager import CheckpointManager
-from checkpointd.reads.checkpoints import DEFAULT_PAGE_SIZE
-from checkpointd.reads.lineage import MAX_LINEAGE
-from checkpointd.requests import text
+from checkpointd.requests import (
+    CreateBatchRequest,
+    CreateRequest,
+    DeleteExpiredRequest,
+    DeleteRequest,
+    DiffRequest,
+    GetRequest,
+    HealthRequest,
+    HistoryRequest,
+    LineageRequest,
+    ListRequest,
+    RebuildRequest,
+    RestoreCheckpointRequest,
+    SearchCheckpointsRequest,
+    SessionsRequest,
+    SessionStateRequest,
+    StatsRequest,
+    UpdateRequest,
+    ValidateRequest,
+    VerifyRequest,
+)
 
 Body = dict[str, Any]
 Endpoint = Callable[[CheckpointManager, Body, str | None], Awaitable[Mapping[str, Any]]]
 
 
-def _only(data: Body, allowed: set[str], verb: str) -> None:
-    unknown = sorted(str(key) for key in data if key not in allowed)
-    if unknown:
-        raise InvalidRequestError(f"{verb}: unknown field(s) {', '.join(unknown)}")
-
-
 async def create(m: CheckpointManager, data: Body, key: str | None) -> Mapping[str, Any]:
+    CreateRequest.from_wire(data)
     # The snapshot is not echoed back: the caller has it (CheckpointClient fills it in).
     wire = (await m.create(data, idempotency_key=key)).to_wire()
     wire.pop("snapshot", None)
@@ -36,131 +54,110 @@ async def create(m: CheckpointManager, data: Body, key: str | None) -> Mapping[s
 
 
 async def create_batch(m: CheckpointManager, data: Body, key: str | None) -> Mapping[str, Any]:
-    _only(data, {"checkpoints"}, "create_batch")
-    created = await m.create_batch(data.get("checkpoints"), idempotency_key=key)  # type: ignore[arg-type]
+    CreateBatchRequest.from_wire(data)
+    created = await m.create_batch(data["checkpoints"], idempotency_key=key)
     return {"checkpoints": [replace(cp, snapshot=None).to_wire() for cp in created]}
 
 
 async def get(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
-    _only(data, {"id", "includeSnapshot"}, "get")
-    include = data.get("includeSnapshot", True)
-    if not isinstance(include, bool):
-        raise InvalidRequestError("expected true or false", field="includeSnapshot")
-    checkpoint_id = text(data.get("id"), "id")
-    found = await m.get_checkpoint(checkpoint_id, include_snapshot=include)
+    request = GetRequest.from_wire(data)
+    found = await m.get_checkpoint(request.checkpoint_id, include_snapshot=request.include_snapshot)
     if found is None:
-        raise NotFoundError("checkpoint", checkpoint_id)
+        raise NotFoundError("checkpoint", request.checkpoint_id)
     return found.to_wire()
 
 
 async def list_(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
-    options = {k: v for k, v in data.items() if k not in {"sessionId", "feature"}}
-    if ("sessionId" in data) == ("feature" in data):
-        raise InvalidRequestError("list: give exactly one of sessionId and feature")
-    if "sessionId" in data:
-        page = await m.get_checkpoints_by_session(data["sessionId"], options)
+    request = ListRequest.from_wire(data)
+    options = request.options.to_wire()
+    if request.session_id is not None:
+        page = await m.get_checkpoints_by_session(request.session_id, options)
     else:
-        page = await m.get_checkpoints_by_feature(data["feature"], options)
+        assert request.feature is not None
+        page = await m.get_checkpoints_by_feature(request.feature, options)
     return page.to_wire()
 
 
 async def update(m: CheckpointManager, data: Body, key: str | None) -> Mapping[str, Any]:
-    _only(data, {"id", "changes", "expectedVersion"}, "update")
-    changes = data.get("changes")
-    if not isinstance(changes, Mapping):
-        raise InvalidRequestError("expected an object", field="changes")
-    version = data.get("expectedVersion")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-        raise InvalidRequestError("expected an integer", field="expectedVersion")
+    request = UpdateRequest.from_wire(data)
     checkpoint = await m.update_checkpoint(
-        text(data.get("id"), "id"), changes, expected_version=version, idempotency_key=key
+        request.checkpoint_id,
+        data["changes"],
+        expected_version=request.expected_version,
+        idempotency_key=key,
     )
     return checkpoint.to_wire()
 
 
 async def delete(m: CheckpointManager, data: Body, key: str | None) -> Mapping[str, Any]:
-    _only(data, {"id"}, "delete")
-    deleted = await m.delete_checkpoint(text(data.get("id"), "id"), idempotency_key=key)
-    return {"deleted": deleted}
+    request = DeleteRequest.from_wire(data)
+    return {"deleted": await m.delete_checkpoint(request.checkpoint_id, idempotency_key=key)}
 
 
 async def delete_expired(m: CheckpointManager, data: Body, key: str | None) -> Mapping[str, Any]:
-    _only(data, set(), "delete_expired")
+    DeleteExpiredRequest.from_wire(data)
     return {"deleted": await m.delete_expired_checkpoints(idempotency_key=key)}
 
 
 async def restore(m: CheckpointManager, data: Body, key: str | None) -> Mapping[str, Any]:
-    options = {k: v for k, v in data.items() if k != "id"}
-    resolution = options.get("conflictResolution")
-    if isinstance(resolution, Mapping) and "customResolver" in resolution:
-        raise InvalidRequestError("a custom resolver is in-process only", field="customResolver")
-    result = await m.restore_checkpoint(text(data.get("id"), "id"), options, idempotency_key=key)
+    request = RestoreCheckpointRequest.from_wire(data)
+    result = await m.restore_checkpoint(request.checkpoint_id, request.options, idempotency_key=key)
     return result.to_wire()
 
 
 async def search(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
-    return (await m.search_checkpoints(data)).to_wire()
+    request = SearchCheckpointsRequest.from_wire(data)
+    return (await m.search_checkpoints(request.to_wire())).to_wire()
 
 
 async def stats(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
-    _only(data, set(), "stats")
+    StatsRequest.from_wire(data)
     return (await m.get_checkpoint_stats()).to_wire()
 
 
 async def validate(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
-    _only(data, {"id"}, "validate")
-    return (await m.validate_checkpoint(text(data.get("id"), "id"))).to_wire()
+    request = ValidateRequest.from_wire(data)
+    return (await m.validate_checkpoint(request.checkpoint_id)).to_wire()
 
 
 async def lineage(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
-    _only(data, {"id", "limit", "offset"}, "lineage")
-    found = await m.get_lineage(
-        text(data.get("id"), "id"),
-        limit=data.get("limit", MAX_LINEAGE),
-        offset=data.get("offset", 0),
-    )
+    request = LineageRequest.from_wire(data)
+    found = await m.get_lineage(request.checkpoint_id, limit=request.limit, offset=request.offset)
     return found.to_wire()
 
 
 async def diff(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
-    _only(data, {"from", "to"}, "diff")
-    result = await m.diff_checkpoints(text(data.get("from"), "from"), text(data.get("to"), "to"))
-    return result.to_wire()
+    request = DiffRequest.from_wire(data)
+    return (await m.diff_checkpoints(request.before_id, request.after_id)).to_wire()
 
 
 async def session_state(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
-    _only(data, {"sessionId"}, "session_state")
-    return (await m.get_session_state(text(data.get("sessionId"), "sessionId"))).to_wire()
+    request = SessionStateRequest.from_wire(data)
+    return (await m.get_session_state(request.session_id)).to_wire()
 
 
 async def sessions(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
-    _only(data, {"pagination"}, "sessions")
-    pagination = data.get("pagination", {})
-    if not isinstance(pagination, Mapping):
-        raise InvalidRequestError("expected an object", field="pagination")
-    _only(dict(pagination), {"page", "pageSize"}, "sessions pagination")
-    page = await m.get_sessions(
-        page=pagination.get("page", 1), page_size=pagination.get("pageSize", DEFAULT_PAGE_SIZE)
-    )
-    return page.to_wire()
+    request = SessionsRequest.from_wire(data)
+    return (await m.get_sessions(page=request.page, page_size=request.page_size)).to_wire()
 
 
 async def history(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
-    return (await m.history(data)).to_wire()
+    request = HistoryRequest.from_wire(data)
+    return (await m.history(request.to_wire())).to_wire()
 
 
 async def verify(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
-    _only(data, set(), "verify")
+    VerifyRequest.from_wire(data)
     return (await m.verify_log()).to_wire()
 
 
 async def rebuild(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
-    _only(data, set(), "rebuild")
+    RebuildRequest.from_wire(data)
     return {"events": await m.rebuild()}
 
 
 async def health(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
-    _only(data, set(), "health")
+    HealthRequest.from_wire(data)
     last = await m.health()
     return {"lastSeq": last, "viewsSeq": m.views_position}
 

@@ -28,15 +28,25 @@ class _Window:
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=_SAMPLES))
 
 
+Listener = Callable[[str, float, str], None]
+"""Told of every answered request: its endpoint, seconds taken and status code (``"200"``)."""
+
+
 class RequestMetrics:
-    """Counts, errors and latencies per endpoint, since the last ``take()`` and in total."""
+    """Counts, errors and latencies per endpoint, since the last ``take()`` and in total.
+
+    ``listeners`` (the Prometheus exporter) are told of each request as it is observed.
+    """
 
     def __init__(self) -> None:
         self._window: dict[str, _Window] = {}
         self.total = 0
         self.total_errors = 0
+        self.listeners: list[Listener] = []
 
-    def observe(self, endpoint: str, seconds: float, *, error: bool) -> None:
+    def observe(self, endpoint: str, seconds: float, *, error: bool, code: str = "200") -> None:
+        for listener in self.listeners:
+            listener(endpoint, seconds, code)
         window = self._window.get(endpoint)
         if window is None:
             window = self._window[endpoint] = _Window()

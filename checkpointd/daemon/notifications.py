@@ -11,10 +11,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from checkpointd import commands as cmd
+from checkpointd.events.domain import StateRestored, decode
 from checkpointd.events.types import EventRecord, EventType
 from checkpointd.storage.writer import Committed
 from checkpointd.wire import session_token
+from checkpointd.write import commands as cmd
 
 __all__ = ["Outgoing", "notifications", "session_token", "without_state"]
 
@@ -43,29 +44,30 @@ def notifications(prefix: str, committed: list[Committed]) -> Iterator[Outgoing]
             yield Outgoing(event.seq, subject, body)
 
 
-def _body(command: cmd.Command, event: EventRecord) -> dict[str, Any] | None:
-    kind = EventType(event.type)
-    data = event.payload()
-    checkpoint_id = event.stream
-    if kind is EventType.RESTORED:
-        assert isinstance(command, cmd.Restore)
-        if not command.notify:
-            return None
-        checkpoint_id = data["checkpointId"]
-        data = {
-            "state": command.merged_state,
-            "conflicts": list(command.conflicts),  # with values: the log keeps only paths
-            "backupCheckpointId": data["backupCheckpointId"],
-            "strategy": data["strategy"],
-            "checksum": data["checksum"],
-        }
+def _body(command: cmd.Command, record: EventRecord) -> dict[str, Any] | None:
+    checkpoint_id = record.stream
+    match decode(record):
+        case StateRestored() as restored:
+            assert isinstance(command, cmd.Restore)
+            if not command.notify:
+                return None
+            checkpoint_id = restored.checkpoint_id
+            data = {
+                "state": command.merged_state,
+                "conflicts": list(command.conflicts),  # with values: the log keeps only paths
+                "backupCheckpointId": restored.backup_checkpoint_id,
+                "strategy": restored.strategy,
+                "checksum": restored.checksum,
+            }
+        case event:
+            data = event.to_map()
     return {
-        "seq": event.seq,
-        "id": event.id,
-        "type": kind.word,
-        "at": event.at,
+        "seq": record.seq,
+        "id": record.id,
+        "type": EventType(record.type).word,
+        "at": record.at,
         "checkpointId": checkpoint_id,
-        "sessionId": event.session_id,
+        "sessionId": record.session_id,
         "data": data,
     }
 

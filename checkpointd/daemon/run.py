@@ -6,6 +6,10 @@ prefix (``discovery``: exit 78 if one is), serve, then tell systemd ``READY=1``.
 SIGTERM/SIGINT/SIGHUP: ``STOPPING=1``, stop taking requests, answer those in flight, publish
 what was committed, drain the connection, close the store, stop the embedded server, exit 0 —
 within ``shutdown_timeout``.
+
+The daemon's long-lived tasks (the embedded server's watcher, the cleanup, metrics and watchdog
+loops, the announcement of a reconnect) belong to one ``asyncio.TaskGroup``: leaving it cancels
+every one of them and waits for them, before the parts they use are stopped.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from checkpointd.daemon import nats_auth
 from checkpointd.daemon.discovery import check_prefix
 from checkpointd.daemon.embedded import EmbeddedNats
 from checkpointd.daemon.metrics import MetricsCollector
+from checkpointd.daemon.probes import serve as serve_probes
 from checkpointd.daemon.service import CheckpointService
 from checkpointd.daemon.settings import NatsSettings, Settings
 from checkpointd.daemon.systemd import notify, watchdog_interval
@@ -92,7 +97,7 @@ class Daemon:
         self._exit = EXIT_OK
         self._nc: Client | None = None
         self._status = ""
-        self._announcing: set[asyncio.Task[None]] = set()
+        self._tasks: asyncio.TaskGroup | None = None  # while it runs
 
     def request_stop(self, code: int = EXIT_OK) -> None:
         if not self._stop.is_set():
@@ -124,33 +129,18 @@ class Daemon:
     async def _run(self) -> int:
         settings = self.settings
         async with contextlib.AsyncExitStack() as stack:
-            # A stop requested while starting (NATS may take connect_timeout) ends the start.
-            starting = asyncio.ensure_future(self._start(stack))
-            stopping = asyncio.ensure_future(self._stop.wait())
-            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if not starting.done():
-                starting.cancel()
-                await asyncio.gather(starting, return_exceptions=True)
-                notify("STOPPING=1")
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    self._tasks = tasks
+                    # Leaving the group by an exception cancels its tasks, and waits for them.
+                    raise _Ended(await self._serve(stack, tasks))
+            except BaseExceptionGroup as group:
+                served = _ended(group).served
+            finally:
+                self._tasks = None
+            if not served:
                 log.info("stopped before ready", exit_code=self._exit)
                 return self._exit
-            manager, service, nc, url = starting.result()
-            loops = self._loops(manager, service, nc)
-            notify(f"READY=1\n{self._status}\nMAINPID={os.getpid()}")
-            log.info(
-                "serving",
-                version=__version__,
-                nats_url=safe_url(url),
-                prefix=settings.nats.subject_prefix,
-                database=settings.engine.database_path,
-                pid=os.getpid(),
-            )
-            await self._stop.wait()
-            notify("STOPPING=1")
-            for task in loops:
-                task.cancel()
-            await asyncio.gather(*loops, return_exceptions=True)
             try:
                 async with asyncio.timeout(settings.daemon.shutdown_timeout):
                     await stack.aclose()
@@ -164,10 +154,45 @@ class Daemon:
         log.info("stopped", exit_code=self._exit)
         return self._exit
 
+    async def _serve(self, stack: contextlib.AsyncExitStack, tasks: asyncio.TaskGroup) -> bool:
+        """Start, serve until a stop is requested, then say ``STOPPING=1``.
+
+        Returns False when the stop came before the daemon was ready.
+        """
+        settings = self.settings
+        # A stop requested while starting (NATS may take connect_timeout) ends the start: the
+        # two are raced here and neither outlives this call.
+        starting = asyncio.ensure_future(self._start(stack, tasks))
+        stopping = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            notify("STOPPING=1")
+            return False
+        manager, service, nc, url = starting.result()
+        self._loops(tasks, manager, service, nc)
+        notify(f"READY=1\n{self._status}\nMAINPID={os.getpid()}")
+        log.info(
+            "serving",
+            version=__version__,
+            nats_url=safe_url(url),
+            prefix=settings.nats.subject_prefix,
+            database=settings.engine.database_path,
+            pid=os.getpid(),
+        )
+        await self._stop.wait()
+        notify("STOPPING=1")
+        return True
+
     async def _start(
-        self, stack: contextlib.AsyncExitStack
+        self, stack: contextlib.AsyncExitStack, tasks: asyncio.TaskGroup
     ) -> tuple[CheckpointManager, CheckpointService, Client, str]:
-        """Start everything, registering each part's stop on ``stack`` as it comes up."""
+        """Start everything, registering each part's stop on ``stack`` as it comes up.
+
+        The watcher of an embedded server joins ``tasks``, which end before ``stack`` unwinds.
+        """
         settings = self.settings
         state = _make_directories(settings)
         # The store first: its lock says at once whether another daemon serves this database.
@@ -175,6 +200,7 @@ class Daemon:
         manager = CheckpointManager(settings.engine, cleanup_loop=False)
         await manager.open()
         stack.push_async_callback(manager.close)
+        probes = await serve_probes(settings.http, manager, stack)  # /healthz answers from now
         await _catch_up(manager)
         url = settings.nats.url
         if url is None:
@@ -189,8 +215,7 @@ class Daemon:
             )
             stack.push_async_callback(embedded.stop)
             url = embedded.url
-            watcher = asyncio.get_running_loop().create_task(self._watch(embedded))
-            stack.callback(watcher.cancel)
+            tasks.create_task(self._watch(embedded), name="embedded nats-server watcher")
         if settings.nats.url is not None:
             # Until NATS answers (the daemon waits for it, retrying every second).
             notify(f"STATUS=connecting to NATS at {safe_url(url)}")
@@ -223,23 +248,24 @@ class Daemon:
         # Pushed first: a start that fails part way still stops what it started.
         stack.push_async_callback(service.stop)
         await service.start()
+        if probes is not None:
+            probes.attach(service)
+            stack.callback(probes.detach)  # not ready from the moment the service stops
         return manager, service, nc, url
 
     def _loops(
-        self, manager: CheckpointManager, service: CheckpointService, nc: Client
-    ) -> list[asyncio.Task[None]]:
+        self,
+        tasks: asyncio.TaskGroup,
+        manager: CheckpointManager,
+        service: CheckpointService,
+        nc: Client,
+    ) -> None:
+        """Start the loops of a ready daemon in ``tasks``: cleanup, metrics, watchdog."""
         settings = self.settings
-        loop = asyncio.get_running_loop()
-        tasks: list[asyncio.Task[None]] = []
         if settings.engine.auto_cleanup:
-            tasks.append(
-                # At start too: what expired while the daemon was down goes now.
-                loop.create_task(
-                    every(
-                        settings.engine.cleanup_interval, manager.cleanup_once, "cleanup", now=True
-                    )
-                )
-            )
+            # At start too: what expired while the daemon was down goes now.
+            interval = settings.engine.cleanup_interval
+            tasks.create_task(every(interval, manager.cleanup_once, "cleanup", now=True))
         if settings.engine.enable_metrics:
             collector = MetricsCollector(manager, service.metrics, extra=service.figures)
             subject = f"{settings.nats.subject_prefix}.metrics"
@@ -249,7 +275,7 @@ class Daemon:
                 await nc.publish(subject, _json(document))
 
             interval = settings.engine.metrics_interval
-            tasks.append(loop.create_task(every(interval, publish_metrics, "metrics")))
+            tasks.create_task(every(interval, publish_metrics, "metrics"))
         ping = watchdog_interval()
         if ping is not None:
 
@@ -258,8 +284,7 @@ class Daemon:
                     await manager.health()
                 notify("WATCHDOG=1")
 
-            tasks.append(loop.create_task(every(ping, watchdog, "watchdog")))
-        return tasks
+            tasks.create_task(every(ping, watchdog, "watchdog"))
 
     async def _watch(self, embedded: EmbeddedNats) -> None:
         """The embedded server is part of the daemon: if it dies, the daemon stops (69)."""
@@ -276,9 +301,9 @@ class Daemon:
     async def _on_reconnected(self) -> None:
         await _on_reconnected()
         # nats-py awaits this inside its reconnect loop: announce from a task of our own.
-        task = asyncio.get_running_loop().create_task(self._announce_reconnected())
-        self._announcing.add(task)
-        task.add_done_callback(self._announcing.discard)
+        if self._tasks is not None and not self._stop.is_set():
+            with contextlib.suppress(RuntimeError):  # the group is ending: nothing to announce
+                self._tasks.create_task(self._announce_reconnected())
 
     async def _announce_reconnected(self) -> None:
         """Tell the service manager once the server has our subscriptions again."""
@@ -295,6 +320,30 @@ class Daemon:
         if not self._stop.is_set():
             log.error("NATS connection closed")
             self.request_stop(EXIT_UNAVAILABLE)
+
+
+class _Ended(Exception):  # noqa: N818 (not an error: how the daemon leaves its task group)
+    """Raised to leave the task group once the daemon has stopped serving."""
+
+    def __init__(self, served: bool) -> None:
+        super().__init__(served)
+        self.served = served
+
+
+def _ended(group: BaseExceptionGroup) -> _Ended:
+    """The ``_Ended`` the task group was left by; any other exception is raised as itself.
+
+    A task group wraps what ends it in an exception group; a start that failed raises its
+    own error (ConfigError...) again, so that ``run`` maps it to its exit code.
+    """
+    others = [exc for exc in group.exceptions if not isinstance(exc, _Ended)]
+    if len(others) == 1:
+        raise others[0]
+    if others:
+        raise BaseExceptionGroup("the daemon failed", others)
+    ended = group.exceptions[0]
+    assert isinstance(ended, _Ended)
+    return ended
 
 
 def _make_directories(settings: Settings) -> Path:

@@ -15,6 +15,11 @@ request's ``Checkpointd-Min-Seq`` is the floor of its reads (``checkpointd.consi
 Upload chunk replies and download chunks carry no position: they move the bytes of one request
 or reply, whose own message carries it.
 No message the service sends is bigger than the connection's ``max_payload``, headers counted.
+
+The service's long-lived tasks (the notification publisher and the transfer sweeper) belong to
+one ``asyncio.TaskGroup``, run by the task ``start()`` creates and ``stop()`` ends. Requests in
+flight are tasks of their own, tracked apart: each answers its own caller, so one that fails
+must not cancel the others nor the publisher, as a failing member of a task group would.
 """
 
 from __future__ import annotations
@@ -28,7 +33,6 @@ from typing import Any, Self
 
 import structlog
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
@@ -41,6 +45,7 @@ from checkpointd.daemon.notifications import Outgoing, notifications, without_st
 from checkpointd.daemon.transfers import Transfers
 from checkpointd.daemon.uploads import connection_of
 from checkpointd.errors import CheckpointError, InternalError, InvalidRequestError
+from checkpointd.loops import every
 from checkpointd.manager import CheckpointManager
 from checkpointd.sizing import looks_big
 from checkpointd.storage.writer import Committed
@@ -98,8 +103,9 @@ class CheckpointService:
         # notifications queued, which ``_NOTIFY_BACKLOG`` bounds.
         self._outbox: asyncio.Queue[list[Outgoing]] = asyncio.Queue()
         self._backlog = 0
+        self._running: asyncio.Task[None] | None = None  # runs the task group
+        self._closing = asyncio.Event()
         self._publisher: asyncio.Task[None] | None = None
-        self._sweeper: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
         self._dropped = 0
         self.metrics = RequestMetrics()
@@ -124,10 +130,37 @@ class CheckpointService:
         looks before it starts serving).
         """
         store_id = await self._manager.store_id()
-        loop = asyncio.get_running_loop()
-        self._publisher = loop.create_task(self._publish_loop())
-        self._sweeper = loop.create_task(self._sweep_loop())
-        self._unlisten = self._manager.add_commit_listener(self._on_commit)
+        try:
+            await self._start_tasks()
+            self._unlisten = self._manager.add_commit_listener(self._on_commit)
+            await self._add_service(store_id)
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def _start_tasks(self) -> None:
+        """Start the task that runs the task group; return once the group's tasks are in it."""
+        started = asyncio.get_running_loop().create_future()
+        self._closing.clear()
+        self._running = asyncio.get_running_loop().create_task(
+            self._run_tasks(started), name="checkpointd service"
+        )
+        await started
+
+    async def _run_tasks(self, started: asyncio.Future[None]) -> None:
+        """The service's task group: its loops run until ``stop()`` sets ``_closing``."""
+        async with asyncio.TaskGroup() as tasks:
+            self._publisher = tasks.create_task(self._publish_loop(), name="notifications")
+            sweeper = tasks.create_task(
+                every(self._sweep_interval, self._sweep, "transfer sweep"), name="sweeper"
+            )
+            started.set_result(None)
+            await self._closing.wait()
+            self._publisher.cancel()
+            sweeper.cancel()
+
+    async def _add_service(self, store_id: str) -> None:
         service = await add_service(
             self._nc,
             name=SERVICE_NAME,
@@ -148,7 +181,6 @@ class CheckpointService:
             name="download", subject=f"{self._prefix}.download", handler=self._download
         )
         await barrier(self._nc)  # the endpoints answer once start() returns
-        return self
 
     async def stop(self) -> None:
         """Stop taking requests, answer the ones in flight, publish what was committed.
@@ -164,15 +196,17 @@ class CheckpointService:
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
-        publisher, self._publisher = self._publisher, None
-        if publisher is not None:
-            await self._outbox.join()
-            publisher.cancel()
-            await asyncio.gather(publisher, return_exceptions=True)
-        sweeper, self._sweeper = self._sweeper, None
-        if sweeper is not None:
-            sweeper.cancel()
-            await asyncio.gather(sweeper, return_exceptions=True)
+        running, self._running = self._running, None
+        if running is not None:
+            publisher = self._publisher
+            if publisher is not None and not publisher.done():
+                await self._outbox.join()  # what was committed is published
+            self._closing.set()
+            try:
+                await running
+            except Exception:
+                log.exception("the service's background tasks failed")
+            self._publisher = None
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -190,7 +224,7 @@ class CheckpointService:
     def _admitter(self, verb: str) -> Callable[[Request], Any]:
         async def admit(request: Request) -> None:
             await self._slots.acquire()
-            task = asyncio.get_running_loop().create_task(self._serve(verb, request._msg))
+            task = asyncio.get_running_loop().create_task(self._serve(verb, request))
             self._inflight.add(task)
             task.add_done_callback(self._finished)
 
@@ -200,10 +234,10 @@ class CheckpointService:
         self._inflight.discard(task)
         self._slots.release()
 
-    async def _serve(self, verb: str, msg: Msg) -> None:
+    async def _serve(self, verb: str, request: Request) -> None:
         async def work(encoding: str) -> tuple[bytes, dict[str, str]]:
-            headers = msg.headers or {}
-            body = msg.data
+            headers = request.headers or {}
+            body = request.data
             upload = headers.get(wire.UPLOAD)
             if upload is not None:
                 body = self._transfers.take(upload)
@@ -224,11 +258,11 @@ class CheckpointService:
                 reply = wire.encode(result, encoding)
             return reply, {wire.CONTENT_TYPE: encoding, wire.SEQ: str(seq)}
 
-        await self._answer(msg, verb, work, positioned=True)
+        await self._answer(request, verb, work, positioned=True)
 
     async def _answer(
         self,
-        msg: Msg,
+        request: Request,
         what: str,
         work: Callable[[str], Awaitable[tuple[bytes, dict[str, str]]]],
         *,
@@ -243,21 +277,22 @@ class CheckpointService:
         encoding = wire.JSON
         failed = True
         try:
-            encoding = wire.content_type(msg.headers)
+            encoding = wire.content_type(request.headers)
             body, headers = await work(encoding)
             failed = False
         except CheckpointError as error:
             body, headers = wire.error_reply(error, encoding)
         except Exception:
-            log.exception("request failed", endpoint=what, subject=msg.subject)
+            log.exception("request failed", endpoint=what, subject=request.subject)
             body, headers = wire.error_reply(InternalError("internal error"), encoding)
         if positioned and wire.SEQ not in headers:
             headers[wire.SEQ] = str(self._manager.log_head)
-        await self._reply(msg, body, headers)
-        self.metrics.observe(what, time.perf_counter() - started, error=failed)
+        await self._reply(request, body, headers)
+        code = headers.get(wire.ERROR_CODE, "200")  # the error's status, e.g. "404"
+        self.metrics.observe(what, time.perf_counter() - started, error=failed, code=code)
 
-    async def _reply(self, msg: Msg, body: bytes, headers: dict[str, str]) -> None:
-        if not msg.reply:
+    async def _reply(self, request: Request, body: bytes, headers: dict[str, str]) -> None:
+        if not reply_subject(request):  # published without a reply inbox: nobody to answer
             return
         limit = self._nc.max_payload
         if len(body) + wire.header_size(headers) > limit:
@@ -278,49 +313,44 @@ class CheckpointService:
                 }
                 body = b""
         try:
-            await self._nc.publish(msg.reply, body, headers=headers)
+            await request.respond(body, headers=headers)
             if faults.reached("after-reply-before-notify"):
                 if self._publisher is not None:
                     self._publisher.cancel()  # the reply goes out, the notifications do not
                 await self._nc.flush()
                 faults.crash()
         except Exception:
-            log.warning("could not send a reply", subject=msg.subject, exc_info=True)
+            log.warning("could not send a reply", subject=request.subject, exc_info=True)
 
     # -- chunked transfers ---------------------------------------------------------------
 
     async def _upload(self, request: Request) -> None:
-        msg = request._msg
-
         async def work(_: str) -> tuple[bytes, dict[str, str]]:
-            headers = msg.headers or {}
+            headers = request.headers or {}
             upload, chunk = headers.get(wire.UPLOAD), headers.get(wire.CHUNK)
             if upload is None or chunk is None:
                 raise InvalidRequestError(f"upload needs {wire.UPLOAD} and {wire.CHUNK} headers")
             # A connection's uploads in progress are bounded; its reply inbox names it.
-            self._transfers.add_chunk(upload, chunk, msg.data, connection=connection_of(msg.reply))
+            connection = connection_of(reply_subject(request))
+            self._transfers.add_chunk(upload, chunk, request.data, connection=connection)
             return b"{}", {wire.CONTENT_TYPE: wire.JSON}
 
-        await self._answer(msg, "upload", work)
+        await self._answer(request, "upload", work)
 
     async def _download(self, request: Request) -> None:
-        msg = request._msg
-
         async def work(encoding: str) -> tuple[bytes, dict[str, str]]:
-            data = wire.decode(msg.data, encoding)
+            data = wire.decode(request.data, encoding)
             index = data.get("index")
             if isinstance(index, bool) or not isinstance(index, int):
                 raise InvalidRequestError("expected an integer", field="index")
             chunk = self._transfers.chunk(str(data.get("id")), index)
             return chunk, {wire.CONTENT_TYPE: "application/octet-stream"}
 
-        await self._answer(msg, "download", work)
+        await self._answer(request, "download", work)
 
-    async def _sweep_loop(self) -> None:
+    async def _sweep(self) -> None:
         """Free abandoned transfers even when no other transfer comes along."""
-        while True:
-            await asyncio.sleep(self._sweep_interval)
-            self._transfers.expire()
+        self._transfers.expire()
 
     # -- notifications -------------------------------------------------------------------
 
@@ -373,6 +403,25 @@ class CheckpointService:
             offer = self._transfers.offer(data, limit - _HEADROOM)
             body = _json({**notification.body, "data": {"dataDownload": offer.to_wire()}})
         await self._nc.publish(notification.subject, body)
+
+
+# -- what nats.micro does not expose -----------------------------------------------------------
+# The only two reads of nats.micro's private attributes, guarded: a request's reply inbox and
+# the endpoints' subscriptions. Everything else goes through its public API (``Request.data``,
+# ``.headers``, ``.subject``, ``.respond()``; ``add_service``, ``add_endpoint``, ``stop``).
+
+
+def reply_subject(request: Request) -> str | None:
+    """The request's reply inbox: the one place the service reads nats.micro's private ``_msg``.
+
+    ``Request`` gives the subject, headers and data, and ``respond()`` sends to the inbox, but
+    it does not tell the inbox itself. The service needs it twice: to leave a message sent
+    without one unanswered (``respond()`` would raise only after a big reply's download was
+    offered), and to tell which connection an upload chunk came from (``connection_of``).
+    """
+    msg = getattr(request, "_msg", None)
+    reply = getattr(msg, "reply", None)
+    return reply if isinstance(reply, str) and reply else None
 
 
 async def _drain_endpoints(service: Service) -> None:

@@ -127,12 +127,41 @@ class DaemonSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The ``[http]`` table: ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz``.
+
+    ``listen`` None (the default) serves no HTTP; ``"PORT"`` listens on loopback,
+    ``"HOST:PORT"`` (``"[::1]:PORT"`` for IPv6) where it says.
+    """
+
+    listen: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.listen, int) and not isinstance(self.listen, bool):
+            object.__setattr__(self, "listen", str(self.listen))  # `listen = 9464` in TOML
+        check_type("http.listen", self.listen, "str | None")
+        if self.listen is not None:
+            self.address()
+
+    def address(self) -> tuple[str, int]:
+        """The host and port ``listen`` names. Raises ConfigError when it names none."""
+        assert self.listen is not None
+        host, colon, port = self.listen.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]") if colon else "127.0.0.1"
+        if not port.isdigit() or not 0 <= int(port) <= 65535 or (colon and not host):
+            reason = "must be PORT (on loopback) or HOST:PORT, PORT 0 (any free port) to 65535"
+            raise ConfigError("http.listen", self.listen, reason)
+        return host, int(port)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything ``checkpointd serve`` runs with."""
 
     engine: Config
     daemon: DaemonSettings
     nats: NatsSettings
+    http: HttpSettings = field(default_factory=HttpSettings)
 
     def flat(self, *, masked: bool = True) -> dict[str, Any]:
         """Every setting by dotted name (``nats.url``), secrets masked unless ``masked=False``.
@@ -140,7 +169,13 @@ class Settings:
         Masked, a password inside ``nats.url`` is replaced by ``***`` too.
         """
         values: dict[str, Any] = {}
-        for section, prefix in ((self.engine, ""), (self.daemon, ""), (self.nats, "nats.")):
+        sections = (
+            (self.engine, ""),
+            (self.daemon, ""),
+            (self.nats, "nats."),
+            (self.http, "http."),
+        )
+        for section, prefix in sections:
             for name, value in asdict(section).items():
                 key = prefix + name
                 values[key] = _mask(key, value) if masked else value
@@ -149,17 +184,19 @@ class Settings:
     def to_toml(self) -> str:
         """The effective settings as a TOML document, secrets masked; unset keys commented."""
         lines: list[str] = []
-        nats: list[str] = ["", "[nats]"]
+        tables: dict[str, list[str]] = {name: ["", f"[{name}]"] for name in _TABLES}
         for key, value in self.flat().items():
-            name = key.removeprefix("nats.")
+            table, _, name = key.rpartition(".")
             line = f"# {name} = (not set)" if value is None else f"{name} = {_toml(value)}"
-            (nats if key.startswith("nats.") else lines).append(line)
-        return "\n".join([*lines, *nats]) + "\n"
+            (tables[table] if table else lines).append(line)
+        return "\n".join([*lines, *(line for table in tables.values() for line in table)]) + "\n"
 
 
 _TOP_ENGINE = {f.name: f for f in fields(Config)}
 _TOP_DAEMON = {f.name: f for f in fields(DaemonSettings)}
 _NATS = {f.name: f for f in fields(NatsSettings)}
+_HTTP = {f.name: f for f in fields(HttpSettings)}
+_TABLES = {"nats": _NATS, "http": _HTTP}
 
 
 def load(
@@ -199,8 +236,9 @@ def load(
 
 
 def _known(key: str) -> bool:
-    if key.startswith("nats."):
-        return key.removeprefix("nats.") in _NATS
+    table, _, name = key.partition(".")
+    if table in _TABLES:
+        return name in _TABLES[table]
     return key in _TOP_ENGINE or key in _TOP_DAEMON
 
 
@@ -218,10 +256,10 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise SettingsError(source, "--config", path, reason) from None
     flat: dict[str, Any] = {}
     for key, value in document.items():
-        if key == "nats":
+        if key in _TABLES:
             if not isinstance(value, dict):
-                raise SettingsError(source, "nats", value, "must be a table ([nats])")
-            flat.update({f"nats.{name}": item for name, item in value.items()})
+                raise SettingsError(source, key, value, f"must be a table ([{key}])")
+            flat.update({f"{key}.{name}": item for name, item in value.items()})
         else:
             flat[key] = value
     return flat
@@ -229,14 +267,16 @@ def _read_toml(path: str) -> dict[str, Any]:
 
 def _env_key(name: str) -> str:
     key = name.removeprefix(ENV_PREFIX).lower()
-    if key.startswith("nats_") and key.removeprefix("nats_") in _NATS:
-        return "nats." + key.removeprefix("nats_")
+    for table, names in _TABLES.items():
+        if key.startswith(f"{table}_") and key.removeprefix(f"{table}_") in names:
+            return f"{table}.{key.removeprefix(f'{table}_')}"
     return key
 
 
 def _annotation(key: str) -> str:
-    if key.startswith("nats."):
-        return str(_NATS[key.removeprefix("nats.")].type)
+    table, _, name = key.partition(".")
+    if table in _TABLES:
+        return str(_TABLES[table][name].type)
     spec = _TOP_ENGINE.get(key) or _TOP_DAEMON.get(key)
     return "str" if spec is None else str(spec.type)
 
@@ -294,12 +334,13 @@ def _build(values: dict[str, Any], origin: dict[str, str], env: Mapping[str, str
             engine_values["encryption_old_keys"] = tuple(engine_values["encryption_old_keys"])
         engine = Config(**engine_values)
         nats = NatsSettings(**section(_NATS, "nats."))
+        http = HttpSettings(**section(_HTTP, "http."))
         _check_secrets(engine, nats)
     except ConfigError as exc:
         source = origin.get(exc.key) or origin.get(_RELATED.get(exc.key, ""), "default")
         value = values.get(exc.key)
         raise SettingsError(source, exc.key, _mask(exc.key, value), exc.reason) from None
-    return Settings(engine, daemon, nats)
+    return Settings(engine, daemon, nats, http)
 
 
 def _check_secrets(engine: Config, nats: NatsSettings) -> None:

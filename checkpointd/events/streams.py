@@ -14,6 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from checkpointd.events import store
+from checkpointd.events.domain import (
+    CheckpointCreated,
+    CheckpointDeleted,
+    CheckpointExpired,
+    CheckpointUpdated,
+    decode,
+)
 from checkpointd.events.types import EventType
 from checkpointd.projections.checkpoints import Row, created_row, updated_row
 
@@ -38,15 +45,19 @@ def fold(conn: sqlite3.Connection, checkpoint_id: str) -> Folded | None:
             f"{store.SELECT} WHERE stream = ? ORDER BY version", (checkpoint_id,)
         )
     ]
-    if not records or records[0].type != EventType.CREATED.value:
+    if not records:
         return None
-    row = created_row(records[0], records[0].payload())
+    created = decode(records[0])
+    if not isinstance(created, CheckpointCreated):
+        return None
+    row = created_row(records[0], created.to_map())
     live = True
     for record in records[1:]:
-        if record.type == EventType.UPDATED.value:
-            row = updated_row(row, record, record.payload()["changes"])
-        elif record.type in _REMOVED:
-            live = False
+        match decode(record):
+            case CheckpointUpdated(changes):
+                row = updated_row(row, record, changes)
+            case CheckpointDeleted() | CheckpointExpired():
+                live = False
     return Folded(row=row, version=records[-1].version, live=live)
 
 

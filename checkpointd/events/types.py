@@ -1,9 +1,11 @@
 """Event types and the stored event record, with the hash that chains it to its predecessor.
 
-``hash = sha256(prev_hash || msgpack([seq, id, type, stream, session_id, version, at, actor,
-causation]) || data)`` where ``data`` is the canonical msgpack of the event's data. The first
+To *seal* a record is to chain it: ``hash = sha256(prev_hash || msgpack([seq, id, type,
+stream, session_id, version, at, actor, causation]) || data)`` where ``data`` is the canonical
+msgpack of the event's data (``checkpointd.events.domain`` owns its encoding). The first
 event's ``prev_hash`` is 32 zero bytes. Changing any stored byte of any event breaks the chain
-from that event on, which ``verify_log`` reports as the first bad ``seq``.
+from that event on, which ``verify_log`` reports as the first bad ``seq``. (Snapshots are
+*encoded* and *encrypted*, never sealed: the word means this chaining only.)
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ class EventRecord:
     hash: bytes
 
     def payload(self) -> dict[str, Any]:
-        """The decoded event data."""
+        """The event data as stored, decoded to plain values (``events.domain.decode`` gives the
+        typed event)."""
         value: dict[str, Any] = msgpack.unpackb(self.data, raw=False)
         return value
 
@@ -105,7 +108,7 @@ def seal(
     data: bytes,
     prev_hash: bytes,
 ) -> EventRecord:
-    """A new record chained to ``prev_hash`` (the header is the record's first nine fields)."""
+    """Seal a new record: chain it to ``prev_hash`` (its header: the record's first nine fields)."""
     header: list[Any] = [seq, event_id, type.value, stream, session_id, version, at, actor]
     header.append(causation)
     record_hash = chain_hash(prev_hash, header, data)

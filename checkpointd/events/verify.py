@@ -22,9 +22,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from checkpointd.errors import IntegrityError
 from checkpointd.events import signing, store
+from checkpointd.events.domain import CheckpointCreated, decode
 from checkpointd.events.signing import ChainKeys, SignedHead
-from checkpointd.events.types import GENESIS_HASH, EventRecord, EventType
+from checkpointd.events.types import GENESIS_HASH, EventRecord
 from checkpointd.models import VerifyResult
 
 Progress = Callable[[int], None]
@@ -148,14 +150,10 @@ class _Scan:
         rows = self._rows.through(_END if record is None else record.seq)
         for seq, checkpoint_id, checksum, size in rows:
             named = f"checkpoint {checkpoint_id!r}"
-            if (
-                record is None
-                or record.seq != seq
-                or record.type != EventType.CREATED
-                or record.stream != checkpoint_id
-            ):
+            created = None if record is None or record.seq != seq else _created(record)
+            if created is None or record is None or record.stream != checkpoint_id:
                 return self._failed(seq, f"{named}: its view row has no create event at seq {seq}")
-            logged = record.checksum_and_size()
+            logged = (created.checksum, created.size)
             if logged != (checksum, size):
                 return self._failed(
                     seq,
@@ -186,3 +184,12 @@ class _Scan:
 
     def _signed_seq(self) -> int | None:
         return self._signed or None
+
+
+def _created(record: EventRecord) -> CheckpointCreated | None:
+    """The create event ``record`` holds (None: another type, or data that does not decode)."""
+    try:
+        event = decode(record)
+    except IntegrityError:
+        return None
+    return event if isinstance(event, CheckpointCreated) else None

@@ -1,18 +1,29 @@
-"""Projections: the views built from the event log, kept in the writer's transaction.
+"""Projections: the views built from the event log, in the projector's transactions.
 
-``Projector.apply`` turns one event into the rows of every view; ``reset`` empties them so a
-rebuild can replay the log from event 0. The rebuilt tables equal the live ones.
+``Projector.apply`` turns one event into the rows of every view, matching on its typed event
+(``checkpointd.events.domain``); ``apply_rows`` does the same for a run of log rows, with a
+fast path for creates; ``reset`` empties the views so a rebuild can replay the log from event
+0. The rebuilt tables equal the live ones.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
 
 from checkpointd.events import store
+from checkpointd.events.domain import (
+    Changes,
+    CheckpointCreated,
+    CheckpointDeleted,
+    CheckpointExpired,
+    CheckpointUpdated,
+    StateRestored,
+    decode,
+)
 from checkpointd.events.types import EventRecord, EventType
 from checkpointd.projections import checkpoints, fts, lineage, sessions
 from checkpointd.projections.checkpoints import Row
@@ -21,7 +32,6 @@ from checkpointd.projections.stats import reset as reset_stats
 from checkpointd.storage.schema import PROJECTION_TABLES
 
 POSITION = "projections"
-_TYPES = {kind.value: kind for kind in EventType}  # a dict lookup, cheaper than EventType(...)
 _CREATED = EventType.CREATED.value
 _RESTORED_FROM = checkpoints.COLUMNS.index("restored_from")
 
@@ -56,29 +66,27 @@ class Projector:
         ).fetchone()
         self._restores = row is not None
 
-    def apply(
-        self,
-        conn: sqlite3.Connection,
-        event: EventRecord,
-        data: Mapping[str, Any],
-        before: Row | None = None,
-    ) -> Row | None:
-        """Apply one event; returns the checkpoint's view row after it (None once removed)."""
-        kind = _TYPES[event.type]
-        if self._sessions and kind is not EventType.CREATED:
+    def apply(self, conn: sqlite3.Connection, record: EventRecord) -> Row | None:
+        """Apply one event; returns the checkpoint's view row after it (None once removed).
+
+        An update or removal of a checkpoint the view does not hold changes nothing.
+        """
+        event = decode(record)
+        if self._sessions and not isinstance(event, CheckpointCreated):
             self._write_sessions(conn)  # what follows may read or write them
-        if kind is not EventType.CREATED and kind is not EventType.RESTORED and before is None:
-            before = checkpoints.load(conn, event.stream)
         after: Row | None = None
-        if kind is EventType.CREATED:
-            after = self._created(conn, event, data)
-        elif kind is EventType.UPDATED and before is not None:
-            after = self._updated(conn, event, data, before)
-        elif kind in (EventType.DELETED, EventType.EXPIRED) and before is not None:
-            self._removed(conn, event, before)
-        elif kind is EventType.RESTORED:
-            self._restored(conn, event, data)
-        self.position = event.seq
+        match event:
+            case CheckpointCreated():
+                after = self._created(conn, record, event)
+            case CheckpointUpdated(changes):
+                if (before := checkpoints.load(conn, record.stream)) is not None:
+                    after = self._updated(conn, record, changes, before)
+            case CheckpointDeleted() | CheckpointExpired():
+                if (before := checkpoints.load(conn, record.stream)) is not None:
+                    self._removed(conn, record, before)
+            case StateRestored():
+                self._restored(conn, record, event)
+        self.position = record.seq
         return after
 
     def apply_rows(self, conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
@@ -86,9 +94,10 @@ class Projector:
 
         The views end as ``apply`` on each event would leave them, with creates' session rows
         buffered as in bulk mode (``flush`` writes them). Creates, nearly every event of a
-        log, make no record and no dict row: consecutive ones are decoded once each (arrays as
-        tuples) and written with one statement per table. Any other event writes the creates
-        before it, then goes through ``apply``.
+        log, make no record, no typed event and no dict row (the replay's hot path): consecutive
+        ones are decoded once each straight to view values (arrays as tuples) and written with
+        one statement per table. Any other event writes the creates before it, then goes
+        through ``apply``.
         """
         created: list[tuple[Any, ...]] = []
         edges: list[lineage.Edge] = []
@@ -102,9 +111,9 @@ class Projector:
                 if created:
                     self._write_created(conn, created, edges, restore_edges)
                     created, edges, restore_edges = [], [], []
-                event = store.get(conn, seq)
-                assert event is not None  # the row was just read from the log
-                self.apply(conn, event, event.payload())
+                record = store.get(conn, seq)
+                assert record is not None  # the row was just read from the log
+                self.apply(conn, record)
                 continue
             payload = unpack(data, use_list=False)
             values = values_of(row, payload)
@@ -143,15 +152,15 @@ class Projector:
             lineage.link_restore_many(conn, restore_edges)
 
     def _created(
-        self, conn: sqlite3.Connection, event: EventRecord, data: Mapping[str, Any]
+        self, conn: sqlite3.Connection, event: EventRecord, created: CheckpointCreated
     ) -> Row:
-        row = checkpoints.created_row(event, data)
+        row = checkpoints.created_row(event, created.to_map())
         checkpoints.insert(conn, row)
         if self.fts_enabled:
             fts.add(conn, row)
         self._group.count(row, +1)
-        lineage.link(conn, event, data["metadata"].get("parentCheckpoint"), lineage.PARENT)
-        lineage.link(conn, event, data.get("restoredFrom"), lineage.RESTORED_FROM)
+        lineage.link(conn, event, created.metadata.get("parentCheckpoint"), lineage.PARENT)
+        lineage.link(conn, event, created.restored_from, lineage.RESTORED_FROM)
         # A checkpoint taken from a restored state descends from the checkpoint restored.
         # (A session with a buffered create is at that checkpoint, not at a restored state.)
         if self._restores and event.session_id not in self._sessions:
@@ -163,9 +172,8 @@ class Projector:
         return row
 
     def _updated(
-        self, conn: sqlite3.Connection, event: EventRecord, data: Mapping[str, Any], before: Row
+        self, conn: sqlite3.Connection, event: EventRecord, changes: Changes, before: Row
     ) -> Row:
-        changes = data["changes"]
         after = checkpoints.updated_row(before, event, changes)
         checkpoints.replace(conn, after)
         if self.fts_enabled and fts.changed(before, after):
@@ -185,12 +193,12 @@ class Projector:
         sessions.checkpoint_removed(conn, event)
 
     def _restored(
-        self, conn: sqlite3.Connection, event: EventRecord, data: Mapping[str, Any]
+        self, conn: sqlite3.Connection, event: EventRecord, restored: StateRestored
     ) -> None:
         self._restores = True
-        # A restore logged before its sources were recorded holds the restored checkpoint's.
-        sources = data.get("sources") or (data["checkpointId"],)
-        sessions.state_restored(conn, event, data["stateId"], data["checkpointId"], sources)
+        sessions.state_restored(
+            conn, event, restored.state_id, restored.checkpoint_id, restored.sources
+        )
 
     def _write_sessions(self, conn: sqlite3.Connection) -> None:
         rows = list(self._sessions.values())

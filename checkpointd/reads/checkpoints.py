@@ -18,20 +18,19 @@ from checkpointd.errors import (
     TooLargeError,
 )
 from checkpointd.events import store
-from checkpointd.idempotency import Idempotency, decode_reply
 from checkpointd.models import Checkpoint, History, Lineage, Page
 from checkpointd.projections.checkpoints import COLUMNS
 from checkpointd.query.where import compile_order_by, compile_where
-from checkpointd.reads.lineage import MAX_LINEAGE, read_lineage
+from checkpointd.reads.lineage import read_lineage
 from checkpointd.reads.search import SearchRequest, build_count_sql, build_sql, page_from_rows
-from checkpointd.requests import non_negative_int, text
+from checkpointd.requests import MAX_LINEAGE, non_negative_int, text
 from checkpointd.rows import checkpoint_from_row
 from checkpointd.snapshots import SnapshotCodec
 from checkpointd.snapshots.blob import naming
 from checkpointd.storage.readers import ReaderPool
+from checkpointd.write.idempotency import Idempotency, decode_reply
 
 MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 100
 MAX_HISTORY = 1000
 # Snapshots bigger than this (decoded) are decoded off the event loop.
 OFFLOAD_BYTES = 256 * 1024

@@ -17,12 +17,9 @@ from typing import Any
 from checkpointd.errors import InvalidRequestError
 from checkpointd.models import Checkpoint, Lineage
 from checkpointd.projections.checkpoints import COLUMNS
-from checkpointd.requests import non_negative_int, text
+from checkpointd.requests import MAX_LINEAGE, non_negative_int, text
 from checkpointd.rows import checkpoint_from_row
 from checkpointd.storage.readers import ReaderPool
-
-MAX_LINEAGE = 1000
-"""The most ancestors, and the most descendants, one lineage reply holds (also the default)."""
 
 # Fewer links than this are ranked, and fewer rows built, on the event loop (a worker hop
 # costs more than that).

@@ -19,7 +19,7 @@ from checkpointd.clock import format_timestamp, parse_timestamp
 from checkpointd.errors import InvalidRequestError
 from checkpointd.models import Checkpoint, Page, Priority
 from checkpointd.projections.checkpoints import COLUMNS
-from checkpointd.requests import non_negative_int, text
+from checkpointd.requests import non_negative_int, opt_text, reject_unknown, text
 from checkpointd.rows import checkpoint_from_row
 from checkpointd.search.terms import build_match
 
@@ -59,9 +59,7 @@ class SearchRequest:
         Raises:
             InvalidRequestError: an unknown field, a wrong type, a page size over 1000.
         """
-        unknown = sorted(str(k) for k in data if k not in _FIELDS)
-        if unknown:
-            raise InvalidRequestError(f"search: unknown field(s) {', '.join(unknown)}")
+        reject_unknown(data, _FIELDS, "search")
         query = data.get("query", "")
         if not isinstance(query, str):
             raise InvalidRequestError("expected a string", field="query")
@@ -76,8 +74,8 @@ class SearchRequest:
             priorities=_priorities(filters.get("priority")),
             tags=_strings(filters.get("tags"), "filters.tags"),
             branches=_strings(filters.get("branches"), "filters.branches"),
-            session_id=_opt_text(filters.get("sessionId"), "filters.sessionId"),
-            author=_opt_text(filters.get("author"), "filters.author"),
+            session_id=opt_text(filters.get("sessionId"), "filters.sessionId"),
+            author=opt_text(filters.get("author"), "filters.author"),
             date_from=_opt_time(date_range.get("from"), "dateRange.from"),
             date_to=_opt_time(date_range.get("to"), "dateRange.to"),
             sort=_sort_field(sorting.get("field", "relevance")),
@@ -196,9 +194,7 @@ def _mapping(value: Any, field: str, allowed: frozenset[str]) -> Mapping[str, An
         return {}
     if not isinstance(value, Mapping):
         raise InvalidRequestError("expected an object", field=field)
-    unknown = sorted(str(k) for k in value if k not in allowed)
-    if unknown:
-        raise InvalidRequestError(f"unknown field(s) {', '.join(unknown)}", field=field)
+    reject_unknown(value, allowed, field, field=field)
     return value
 
 
@@ -219,10 +215,6 @@ def _priorities(value: Any) -> tuple[str, ...]:
     except ValueError:
         allowed = ", ".join(p.value for p in Priority)
         raise InvalidRequestError(f"must be {allowed}", field="filters.priority") from None
-
-
-def _opt_text(value: Any, field: str) -> str | None:
-    return None if value is None else text(value, field)
 
 
 def _opt_time(value: Any, field: str) -> datetime | None:

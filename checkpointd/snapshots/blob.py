@@ -139,21 +139,21 @@ class SnapshotCodec:
             TooLargeError: the canonical encoding is bigger than ``max_size``.
         """
         canonical = canonical_encode(snapshot)
-        return self.seal(checkpoint_id, canonical, compress=compress, encrypt=encrypt)
+        return self.encode_canonical(checkpoint_id, canonical, compress=compress, encrypt=encrypt)
 
-    def seal(
+    def encode_canonical(
         self, checkpoint_id: str, canonical: bytes, *, compress: bool, encrypt: bool
     ) -> EncodedSnapshot:
         """Like :meth:`encode`, for bytes that are already the canonical encoding."""
         if len(canonical) > self.max_size:
             raise TooLargeError("snapshot", len(canonical), self.max_size)
-        sealer = self._sealer() if encrypt else None
+        encryption = self._encryption_key() if encrypt else None
         algorithm, payload = self._compress(canonical, wanted=compress)
         head = MAGIC + bytes([_CODES[algorithm], _ENCRYPTED if encrypt else 0])
-        if sealer is None:
+        if encryption is None:
             blob = head + payload
         else:
-            keyring, active_id = sealer
+            keyring, active_id = encryption
             head += bytes([len(active_id)]) + active_id.encode("ascii")
             _, nonce, ciphertext = keyring.encrypt(payload, head + checkpoint_id.encode("utf-8"))
             blob = head + nonce + ciphertext
@@ -173,7 +173,7 @@ class SnapshotCodec:
         a blob that expands further (a decompression bomb, damage) costs no more memory.
 
         Raises:
-            IntegrityError: the blob is damaged, was sealed for another checkpoint, its key is
+            IntegrityError: the blob is damaged, was encrypted for another checkpoint, its key is
                 not configured or wrong, or it expands past that limit; the message names
                 ``checkpoint_id``.
         """
@@ -223,8 +223,8 @@ class SnapshotCodec:
                 )
             return canonical_decode(canonical)
 
-    def _sealer(self) -> tuple[Keyring, str]:
-        """The keyring and the id of the key it seals with."""
+    def _encryption_key(self) -> tuple[Keyring, str]:
+        """The keyring and the id of the key it encrypts with."""
         if self.keyring is None or self.keyring.active_id is None:
             raise InvalidRequestError("encryption requested but no encryption key is configured")
         return self.keyring, self.keyring.active_id

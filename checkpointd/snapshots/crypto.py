@@ -1,7 +1,7 @@
 """Snapshot encryption: AES-256-GCM with a keyring of one active key and any number of old ones.
 
 Every key is known by its key id, a fingerprint that names the key without revealing it. Blobs
-record the id of the key that sealed them, so after a rotation the old key, kept among the
+record the id of the key that encrypted them, so after a rotation the old key, kept among the
 others, still opens them. Key material never appears in a message or a repr.
 """
 
@@ -77,10 +77,10 @@ def key_id(key: bytes) -> str:
 
 
 class Keyring:
-    """The keys snapshots are sealed and opened with.
+    """The keys snapshots are encrypted and decrypted with.
 
-    ``active`` seals new snapshots (``None``: this keyring can only open); ``others`` are old
-    keys kept so that snapshots sealed before a rotation stay readable. Immutable.
+    ``active`` encrypts new snapshots (``None``: this keyring can only decrypt); ``others``
+    are old keys kept so that snapshots encrypted before a rotation stay readable. Immutable.
     """
 
     __slots__ = ("_active_id", "_ciphers", "_keys")
@@ -112,7 +112,7 @@ class Keyring:
 
     @property
     def active_id(self) -> str | None:
-        """The id of the key new snapshots are sealed with, or ``None`` if there is none."""
+        """The id of the key new snapshots are encrypted with, or ``None`` if there is none."""
         return self._active_id
 
     @property
@@ -136,7 +136,7 @@ class Keyring:
         """Encrypt with the active key and a fresh random 96-bit nonce.
 
         Args:
-            plaintext: the bytes to seal.
+            plaintext: the bytes to encrypt.
             aad: associated data: authenticated, not encrypted; decryption needs the same.
 
         Returns:
@@ -179,7 +179,7 @@ class Keyring:
 
 
 def unknown_key_message(key_id: str) -> str:
-    """The message for a snapshot sealed with a key that is not configured, with the fix."""
+    """The message for a snapshot encrypted with a key that is not configured, with the fix."""
     return (
         f"encrypted with key {key_id}, which is not configured"
         " (add the secret with that key id to encryption_old_keys)"

@@ -156,7 +156,7 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
         "restore details in the state's blob row; restore states' source checkpoints",
         """
         -- A restore's conflicts and warnings quote values of both states: they are stored
-        -- sealed like the state (encrypted whenever a key is set), in the row that delete and
+        -- encoded like the state (encrypted whenever a key is set), in the row that delete and
         -- expiry remove, and the event keeps only their paths.
         ALTER TABLE blobs ADD COLUMN details BLOB;
 
@@ -243,7 +243,8 @@ CREATE TABLE projection_position (
 ) WITHOUT ROWID;
 
 -- The checkpoints view: rowid is the seq of the create event (also the FTS rowid, and the key
--- of the checkpoint's blob in the log).
+-- of the checkpoint's blob in the log). Its columns are the field table's (checkpointd.fields),
+-- in order, typed by their codecs, NOT NULL unless the field may be null: a test holds them so.
 CREATE TABLE checkpoints (
     seq                  INTEGER PRIMARY KEY,
     id                   TEXT NOT NULL UNIQUE,

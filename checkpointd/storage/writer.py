@@ -1,5 +1,9 @@
 """The one writer: commands queue up and commit in groups on a dedicated thread.
 
+The log's append machinery: it owns the writing connection, the thread and the transactions,
+and hands each command to the write side's handler (``checkpointd.write``), which decides what
+the command appends.
+
 The writer thread takes commands straight from a thread-safe queue: as soon as it is free it
 takes everything waiting (up to ``max_group``) and commits it as one ``BEGIN IMMEDIATE`` ...
 ``COMMIT`` (one fsync with ``synchronous=FULL``), while the event loop goes on preparing the next
@@ -30,13 +34,13 @@ from typing import Any, TypeVar
 
 import structlog
 
-from checkpointd import commands as cmd
 from checkpointd import consistency, faults
-from checkpointd.commands import Command
 from checkpointd.errors import CheckpointError, InternalError, StorageError, UnavailableError
 from checkpointd.events.types import EventRecord, EventType
-from checkpointd.handlers import CommandHandler, Outcome, PartialWriteError
 from checkpointd.storage.sqlite import BUSY_TIMEOUT_MS, translate
+from checkpointd.write import commands as cmd
+from checkpointd.write.commands import Command
+from checkpointd.write.handler import CommandHandler, Outcome, PartialWriteError
 
 log = structlog.get_logger("checkpointd.writer")
 

@@ -54,10 +54,10 @@ from daemon.serving import DEADLINE, Daemon, Daemons
 from natsserver import subscribed
 
 from checkpointd import CheckpointClient
-from checkpointd.commands import ExpireDue
 from checkpointd.errors import UnavailableError
 from checkpointd.faults import ENV
 from checkpointd.snapshots.canonical import canonical_encode, checksum
+from checkpointd.write.commands import ExpireDue
 
 from .oracle import check_store, wait_for_children
 

@@ -36,7 +36,7 @@ from checkpointd.snapshots import blob, canonical
 
 MB = 1024 * 1024
 LOOP_LIMIT = 256 * 1024  # the most snapshot bytes one call may handle on the event loop
-WRITER_LIMIT = 64 * 1024  # ... or on the writer thread (small snapshots are sealed there)
+WRITER_LIMIT = 64 * 1024  # ... or on the writer thread (small snapshots are encoded there)
 DEADLINE = 60.0
 BIG = "x" * (900 * 1024)  # gzip makes about 1 KB of it: small as stored, big as decoded
 
@@ -129,7 +129,7 @@ class ThreadWatch:
 
         measures: dict[Any, Measure] = {
             blob.SnapshotCodec.open: ("return", returned),  # the bytes a blob opened to
-            blob.SnapshotCodec.seal: ("call", argument("canonical")),
+            blob.SnapshotCodec.encode_canonical: ("call", argument("canonical")),
             canonical.canonical_encode: ("return", returned),
             wire.decode: ("call", argument("body")),
             wire.encode: ("return", returned),
@@ -207,7 +207,7 @@ async def test_nothing_snapshot_sized_runs_on_the_event_loop_or_the_writer_threa
     open_manager: OpenManager, roomy_nats: NatsServer, nc: Client
 ) -> None:
     """Serving big snapshots (a create of one nested three levels deep, get, list, diff), the
-    event loop's thread handles no call of more than 256 KB and the writer seals none."""
+    event loop's thread handles no call of more than 256 KB and the writer encodes none."""
     nested = {"a": {"b": {"c": BIG * 2}}}
     with ThreadWatch() as watch:
         manager = await open_manager(max_checkpoint_size=64 * MB)

@@ -7,17 +7,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from checkpointd.idempotency import Idempotency
 from checkpointd.requests import CreateRequest, UpdateRequest
 from checkpointd.snapshots import EncodedSnapshot
+from checkpointd.write.idempotency import Idempotency
 
 
 @dataclass(frozen=True, slots=True)
-class Sealed:
+class EncodedCreate:
     """A create request with its snapshot already encoded under its new checkpoint id.
 
     Small snapshots are encoded on the writer thread (fewer hand-offs of the GIL between the
-    event loop and the writer measured faster); big ones are sealed beforehand on a worker
+    event loop and the writer measured faster); big ones are encoded beforehand on a worker
     thread, so that neither the event loop nor the writer stalls on them.
     """
 
@@ -41,7 +41,7 @@ EXPIRE_STEP = 500  # checkpoints one expiry step handles at most
 
 @dataclass(frozen=True, slots=True)
 class Create:
-    item: CreateRequest | Sealed
+    item: CreateRequest | EncodedCreate
     context: Context = Context()
 
 
@@ -49,7 +49,7 @@ class Create:
 class CreateBatch:
     """Atomic: all of the creates commit, or none."""
 
-    items: tuple[CreateRequest | Sealed, ...]
+    items: tuple[CreateRequest | EncodedCreate, ...]
     context: Context = Context()
 
 
@@ -72,7 +72,7 @@ class ExpireDue:
     The candidates are what the views listed as due (at most ``limit``); the writer checks each
     against the log, so one deleted or changed meanwhile is left alone. ``prior`` counts what
     earlier steps of the same call expired (for the keyed reply, which the last step, the one
-    given fewer than ``limit`` candidates, records).
+    given fewer than ``limit`` candidates, records). Its result is an ``ExpiredStep``.
     """
 
     now: datetime
@@ -80,6 +80,14 @@ class ExpireDue:
     limit: int = EXPIRE_STEP
     prior: int = 0
     context: Context = RETENTION
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredStep:
+    """What one expiry step did: ``expired`` now, ``total`` with the earlier steps'."""
+
+    expired: int
+    total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +104,9 @@ class Restore:
     ``expected_session_seq`` is the session's ``last_seq`` when its current state was read, and
     ``session_sources`` the checkpoints that state holds values of; the restore is refused if
     the session moved on since (None: the caller gave the state).
-    ``conflicts`` are whole (for the notification); the event keeps their paths, and
-    ``details`` (the conflicts and warnings, sealed like the state) their values.
+    ``conflicts`` are whole (for the result and the notification); the event keeps their
+    paths, and ``details`` (the conflicts and warnings, encoded like the state) their values.
+    Its result is the ``RestoreResult`` the caller gets.
     """
 
     checkpoint_id: str
@@ -106,21 +115,14 @@ class Restore:
     state_id: str
     state: EncodedSnapshot
     conflicts: tuple[Mapping[str, Any], ...]
-    backup: Sealed | None
+    backup: EncodedCreate | None
     expected_session_seq: int | None
     session_sources: frozenset[str] = frozenset()
     context: Context = Context()
     notify: bool = True
-    merged_state: Mapping[str, Any] = field(default_factory=dict)  # for the notification
+    merged_state: Mapping[str, Any] = field(default_factory=dict)  # the restore's state
     details: EncodedSnapshot | None = None  # None: no conflicts and no warnings
-
-
-@dataclass(frozen=True, slots=True)
-class Restored:
-    """What the writer reports back for a restore."""
-
-    event_seq: int
-    backup_checkpoint_id: str | None
+    warnings: tuple[str, ...] = ()
 
 
 Command = Create | CreateBatch | Update | Delete | ExpireDue | ForgetKeys | Restore

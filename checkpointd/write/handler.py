@@ -1,4 +1,4 @@
-"""The write side: commands become events, appended to the log on the writer's connection.
+"""The command handler: commands become events, appended to the log on the writer's connection.
 
 Runs on the writer thread only, inside the transaction that ``storage.writer`` opens. The log is
 all it writes and all it reads: the views are built from the log by the projector
@@ -7,53 +7,58 @@ the events themselves (``checkpointd.events.streams``). Every
 command validates everything first and writes only after that, so a command that is refused
 leaves no trace and its group goes on. Should anything fail after the first write (a SQLite
 error, or a bug), ``handle`` raises ``PartialWrite`` and the writer rolls the group back and
-retries its commands one by one.
+retries its commands one by one. A keyed command's reply is stored and looked up through
+``checkpointd.write.idempotency``.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from checkpointd import commands as cmd
 from checkpointd.chains import settle_depth
 from checkpointd.clock import Clock, format_timestamp
 from checkpointd.config import Config
 from checkpointd.errors import (
     CheckpointError,
     ConflictError,
-    IntegrityError,
     InvalidRequestError,
     NotFoundError,
 )
 from checkpointd.events import store, streams
-from checkpointd.events.signing import ChainKeys, HeadSigner
-from checkpointd.events.types import EventRecord, EventType, seal
-from checkpointd.idempotency import (
-    RENDER_FROM_EVENT,
-    Idempotency,
-    Replayed,
-    decode_reply,
-    encode_reply,
+from checkpointd.events.domain import (
+    BlobDigest,
+    Changes,
+    CheckpointCreated,
+    CheckpointDeleted,
+    CheckpointExpired,
+    CheckpointUpdated,
+    Conflict,
+    DomainEvent,
+    StateRestored,
 )
+from checkpointd.events.signing import ChainKeys, HeadSigner
+from checkpointd.events.types import EventRecord, seal
 from checkpointd.ids import new_id
 from checkpointd.models import Checkpoint
 from checkpointd.projections.checkpoints import updated_row
 from checkpointd.requests import CreateRequest, UpdateRequest
+from checkpointd.results import RestoreResult
 from checkpointd.rows import checkpoint_from_row, created_wire
-from checkpointd.snapshots import (
-    EncodedSnapshot,
-    SnapshotCodec,
-    canonical_encode,
-)
+from checkpointd.snapshots import EncodedSnapshot, SnapshotCodec
+from checkpointd.write import commands as cmd
+from checkpointd.write import idempotency
+from checkpointd.write.encode import encode_create
 
 
 @dataclass(slots=True)
 class Outcome:
-    """The result of one command (or its error) and the events it appended."""
+    """The result of one command (or its error) and the events it appended.
+
+    ``value`` is the command's result, or a ``StoredReply`` for a keyed command that already
+    ran (``idempotency.submit`` turns it into the first run's result).
+    """
 
     value: object = None
     error: CheckpointError | None = None
@@ -70,8 +75,8 @@ class _PreparedCreate:
     checkpoint_id: str
     request: CreateRequest
     encoded: EncodedSnapshot
-    data: dict[str, Any]
-    data_bytes: bytes
+    event: CheckpointCreated
+    data: bytes  # the event's data, encoded once
     now: datetime
     at: str  # ``now`` as stored text
     timestamp: datetime
@@ -123,8 +128,8 @@ class CommandHandler:
         self._appended = []
         key = None if isinstance(command, cmd.ForgetKeys) else command.context.idempotency
         try:
-            if key is not None and (replayed := self._replayed(key)) is not None:
-                return Outcome(value=replayed, seq=self.seq)
+            if key is not None and (stored := idempotency.lookup(self.conn, key, created_wire)):
+                return Outcome(value=stored, seq=self.seq)
             value = self._dispatch(command)
         except CheckpointError as exc:
             if self._appended:
@@ -132,32 +137,16 @@ class CommandHandler:
             return Outcome(error=exc, seq=self.seq)
         if key is not None and _final(command, value):
             # A create's reply is not stored: a retry renders it from the create event at
-            # ``seq`` (RENDER_FROM_EVENT), which saves rendering and storing it on every create.
-            reply = (
-                RENDER_FROM_EVENT
-                if isinstance(command, cmd.Create)
-                else encode_reply(key.render(value))
-            )
-            self.conn.execute(
-                "INSERT INTO idempotency (key, digest, seq, at, reply) VALUES (?, ?, ?, ?, ?)",
-                (key.key, key.digest, self.seq, format_timestamp(self._clock.now()), reply),
+            # ``seq``, which saves rendering and storing it on every create.
+            idempotency.record(
+                self.conn,
+                key,
+                seq=self.seq,
+                at=self._clock.now(),
+                value=value,
+                from_event=isinstance(command, cmd.Create),
             )
         return Outcome(value=value, events=tuple(self._appended), seq=self.seq)
-
-    def _replayed(self, key: Idempotency) -> Replayed | None:
-        """The stored reply for ``key``; ConflictError if the key came with another request."""
-        found = self.conn.execute(
-            "SELECT digest, seq, reply FROM idempotency WHERE key = ?", (key.key,)
-        ).fetchone()
-        if found is None:
-            return None
-        digest, seq, reply = found
-        if bytes(digest) != key.digest:
-            raise ConflictError(f"message id {key.key!r} was already used for another request")
-        if bytes(reply) == RENDER_FROM_EVENT:
-            row = self.conn.execute(f"{store.SELECT} WHERE seq = ?", (seq,)).fetchone()
-            return Replayed(created_wire(store.from_row(row)))
-        return Replayed(decode_reply(bytes(reply)))
 
     def _dispatch(self, command: cmd.Command) -> object:
         match command:
@@ -169,14 +158,12 @@ class CommandHandler:
             case cmd.Update(request, context):
                 return self._update(request, context)
             case cmd.Delete(checkpoint_id, context):
-                return self._remove(checkpoint_id, EventType.DELETED, context, {})
+                return self._remove(checkpoint_id, context)
             case cmd.ExpireDue():
-                return self._expire_due(command)
+                expired = self._expire_due(command)
+                return cmd.ExpiredStep(expired=expired, total=command.prior + expired)
             case cmd.ForgetKeys(before):
-                cursor = self.conn.execute(
-                    "DELETE FROM idempotency WHERE at < ?", (format_timestamp(before),)
-                )
-                return cursor.rowcount
+                return idempotency.forget(self.conn, before)
             case cmd.Restore():
                 return self._restore(command)
         raise InvalidRequestError(f"unknown command {type(command).__name__}")
@@ -185,26 +172,27 @@ class CommandHandler:
 
     def _append(
         self,
-        type: EventType,
+        event: DomainEvent,
         *,
         stream: str,
         session_id: str,
         version: int,
         at: str,
         context: cmd.Context,
-        data: bytes,
+        data: bytes | None = None,
     ) -> EventRecord:
+        """Seal ``event`` (its data: ``data`` when already encoded) onto the chain, append it."""
         record = seal(
             seq=self.seq + 1,
             event_id=new_id(),
-            type=type,
+            type=event.type,
             stream=stream,
             session_id=session_id,
             version=version,
             at=at,
             actor=context.actor,
             causation=context.causation,
-            data=data,
+            data=event.to_data() if data is None else data,
             prev_hash=self.head_hash,
         )
         store.append(self.conn, record)
@@ -214,12 +202,15 @@ class CommandHandler:
 
     # -- create --------------------------------------------------------------------------
 
-    def _prepare_create(self, item: CreateRequest | cmd.Sealed) -> _PreparedCreate:
+    def _prepare_create(self, item: CreateRequest | cmd.EncodedCreate) -> _PreparedCreate:
         """Everything that can refuse a create, before anything is written."""
-        sealed = (
-            item if isinstance(item, cmd.Sealed) else seal_snapshot(self.codec, self._config, item)
+        encoded_create = (
+            item
+            if isinstance(item, cmd.EncodedCreate)
+            else encode_create(self.codec, self._config, item)
         )
-        checkpoint_id, request, encoded = sealed.checkpoint_id, sealed.request, sealed.encoded
+        checkpoint_id = encoded_create.checkpoint_id
+        request, encoded = encoded_create.request, encoded_create.encoded
         links = (("parent checkpoint", request.parent_id), ("restoredFrom", request.restored_from))
         for what, parent in links:
             if parent is not None and not self._exists_in_log(parent):
@@ -238,27 +229,27 @@ class CommandHandler:
             timestamp = _utc(request.timestamp)
             timestamp_text = format_timestamp(timestamp)
         expires = self._retention(request, now)
-        data = {
-            "name": request.name,
-            "sessionId": request.session_id,
-            "timestamp": timestamp_text,
-            "branches": request.branches,
-            "metadata": request.metadata,
-            "createdBy": request.created_by,
-            "size": encoded.size,
-            "storedSize": encoded.stored_size,
-            "checksum": encoded.checksum,
-            "compression": encoded.compression.value,
-            "encrypted": encoded.encrypted,
-            "retentionExpiresAt": None if expires is None else format_timestamp(expires),
-            "restoredFrom": request.restored_from,
-        }
+        event = CheckpointCreated(
+            name=request.name,
+            session_id=request.session_id,
+            timestamp=timestamp_text,
+            branches=request.branches,
+            metadata=request.metadata,
+            created_by=request.created_by,
+            size=encoded.size,
+            stored_size=encoded.stored_size,
+            checksum=encoded.checksum,
+            compression=encoded.compression.value,
+            encrypted=encoded.encrypted,
+            retention_expires_at=None if expires is None else format_timestamp(expires),
+            restored_from=request.restored_from,
+        )
         return _PreparedCreate(
             checkpoint_id=checkpoint_id,
             request=request,
             encoded=encoded,
-            data=data,
-            data_bytes=canonical_encode(data),
+            event=event,
+            data=event.to_data(),  # encoded now: a create that cannot be encoded is refused
             now=now,
             at=at,
             timestamp=timestamp,
@@ -268,13 +259,13 @@ class CommandHandler:
     def _write_create(self, p: _PreparedCreate, context: cmd.Context) -> Checkpoint:
         request, encoded = p.request, p.encoded
         event = self._append(
-            EventType.CREATED,
+            p.event,
             stream=p.checkpoint_id,
             session_id=request.session_id,
             version=1,
             at=p.at,
             context=context,
-            data=p.data_bytes,
+            data=p.data,
         )
         # The blob's key is the create event's seq, which is also the view row's rowid.
         self.conn.execute("INSERT INTO blobs (seq, data) VALUES (?, ?)", (event.seq, encoded.blob))
@@ -323,41 +314,39 @@ class CommandHandler:
             if isinstance(parent, str) and not self._exists_in_log(parent):
                 raise NotFoundError("parent checkpoint", parent)
             request = replace(request, metadata=settle_depth(self.conn, request.metadata))
-        data = {"changes": _changes(request)}
-        data_bytes = canonical_encode(data)
-        event = self._append(
-            EventType.UPDATED,
+        updated = CheckpointUpdated(_changes(request))
+        record = self._append(
+            updated,
             stream=request.checkpoint_id,
             session_id=before.row["session_id"],
             version=before.version + 1,
             at=format_timestamp(self._clock.now()),
             context=context,
-            data=data_bytes,
         )
-        after = updated_row(before.row, event, data["changes"])
+        after = updated_row(before.row, record, updated.changes)
         return checkpoint_from_row(after, snapshot=None)
 
     def _remove(
-        self,
-        checkpoint_id: str,
-        type: EventType,
-        context: cmd.Context,
-        extra: Mapping[str, Any],
+        self, checkpoint_id: str, context: cmd.Context, *, expired_at: str | None = None
     ) -> bool:
+        """Delete the checkpoint (expire it, when its retention ended at ``expired_at``)."""
         folded = streams.fold(self.conn, checkpoint_id)
         if folded is None or not folded.live:
             return False
         before = folded.row
-        data = {"name": before["name"], "checksum": before["checksum"], "size": before["size"]}
-        data.update(extra)
+        name, checksum, size = before["name"], before["checksum"], before["size"]
+        removed = (
+            CheckpointDeleted(name, checksum, size)
+            if expired_at is None
+            else CheckpointExpired(name, checksum, size, expired_at)
+        )
         self._append(
-            type,
+            removed,
             stream=checkpoint_id,
             session_id=before["session_id"],
             version=folded.version + 1,
             at=format_timestamp(self._clock.now()),
             context=context,
-            data=canonical_encode(data),
         )
         # The checkpoint's snapshot, and every restored state that holds its values.
         self.conn.execute(
@@ -377,12 +366,11 @@ class CommandHandler:
             expires_at = folded.row["retention_expires_at"]
             if expires_at is None or expires_at > now:
                 continue  # its retention was changed after the views listed it
-            extra = {"retentionExpiresAt": expires_at}
-            self._remove(checkpoint_id, EventType.EXPIRED, command.context, extra)
+            self._remove(checkpoint_id, command.context, expired_at=expires_at)
             expired += 1
         return expired
 
-    def _restore(self, command: cmd.Restore) -> cmd.Restored:
+    def _restore(self, command: cmd.Restore) -> RestoreResult:
         target = command.target_session_id
         expected = command.expected_session_seq
         if expected is not None and streams.session_moved(
@@ -397,37 +385,34 @@ class CommandHandler:
         stream = f"session:{target}"
         version = streams.next_version(self.conn, stream)
         state, details = command.state, command.details
-        data = {
-            "checkpointId": command.checkpoint_id,
-            "sessionId": target,
-            "strategy": command.strategy,
-            "stateId": command.state_id,
-            "checksum": state.checksum,
-            "size": state.size,
-            "storedSize": state.stored_size,
-            "compression": state.compression.value,
-            "encrypted": state.encrypted,
+        backup_id = None if backup is None else backup.checkpoint_id
+        restored = StateRestored(
+            checkpoint_id=command.checkpoint_id,
+            session_id=target,
+            strategy=command.strategy,
+            state_id=command.state_id,
+            checksum=state.checksum,
+            size=state.size,
+            stored_size=state.stored_size,
+            compression=state.compression.value,
+            encrypted=state.encrypted,
             # Paths only: the values are in ``details``, which delete and expiry remove.
-            "conflicts": [
-                {"path": c["path"], "resolution": c["resolution"]} for c in command.conflicts
-            ],
-            "details": None
-            if details is None
-            else {"checksum": details.checksum, "size": details.size},
-            "sources": sorted(sources),
-            "backupCheckpointId": None if backup is None else backup.checkpoint_id,
-        }
-        data_bytes = canonical_encode(data)
+            conflicts=tuple(Conflict(c["path"], c["resolution"]) for c in command.conflicts),
+            details=None if details is None else BlobDigest(details.checksum, details.size),
+            sources=tuple(sorted(sources)),
+            backup_checkpoint_id=backup_id,
+        )
+        data = restored.to_data()  # before the backup is written: a bad event writes nothing
         if backup is not None:
             self._write_create(backup, command.context)
         event = self._append(
-            EventType.RESTORED,
+            restored,
             stream=stream,
             session_id=target,
             version=version,
             at=format_timestamp(self._clock.now()),
             context=command.context,
-            data=data_bytes,
+            data=data,
         )
         self.conn.execute(
             "INSERT INTO blobs (seq, data, details) VALUES (?, ?, ?)",
@@ -439,7 +424,16 @@ class CommandHandler:
             " VALUES (?, ?, ?)",
             [(source, event.seq, target) for source in sorted(sources)],
         )
-        return cmd.Restored(event.seq, None if backup is None else backup.checkpoint_id)
+        return RestoreResult(
+            success=True,
+            restored_from=command.checkpoint_id,
+            target_session_id=target,
+            state=command.merged_state,
+            conflicts=command.conflicts,
+            warnings=command.warnings,
+            backup_checkpoint_id=backup_id,
+            event_seq=event.seq,
+        )
 
     def _load(self, checkpoint_id: str) -> streams.Folded:
         folded = streams.fold(self.conn, checkpoint_id)
@@ -457,41 +451,8 @@ def _final(command: cmd.Command, value: object) -> bool:
     return not isinstance(command, cmd.ExpireDue) or len(command.candidates) < command.limit
 
 
-def seal_snapshot(codec: SnapshotCodec, config: Config, request: CreateRequest) -> cmd.Sealed:
-    """Encode a create's snapshot under its checkpoint id (the client's, else a new one) and
-    check the client's claims.
-
-    Pure CPU work; the caller runs it before queueing the command (off the event loop when
-    the snapshot is big). Raises TooLargeError, IntegrityError, and InvalidRequestError (also
-    for ``encrypted: false`` while ``enable_encryption`` is on).
-    """
-    if config.enable_encryption and request.encrypted is False:
-        # Refused rather than ignored: a caller asking for plaintext must not be told "done"
-        # while it is stored otherwise, nor get plaintext from a store that promises none.
-        raise InvalidRequestError(
-            "this store encrypts every snapshot (enable_encryption is on); leave encrypted out",
-            field="encrypted",
-        )
-    checkpoint_id = request.checkpoint_id or new_id()
-    compress = config.enable_compression if request.compressed is None else request.compressed
-    encrypt = config.enable_encryption if request.encrypted is None else request.encrypted
-    encoded = codec.encode(checkpoint_id, request.snapshot, compress=compress, encrypt=encrypt)
-    _check_claims(request, encoded.checksum, encoded.size)
-    return cmd.Sealed(checkpoint_id, request, encoded)
-
-
-def _check_claims(request: CreateRequest, checksum: str, size: int) -> None:
-    """A client-supplied checksum or size must match the computed one (end-to-end integrity)."""
-    if request.checksum is not None and request.checksum != checksum:
-        raise IntegrityError(
-            f"supplied checksum {request.checksum} does not match computed {checksum}"
-        )
-    if request.size is not None and request.size != size:
-        raise IntegrityError(f"supplied size {request.size} does not match computed size {size}")
-
-
-def _changes(request: UpdateRequest) -> dict[str, Any]:
-    changes: dict[str, Any] = {}
+def _changes(request: UpdateRequest) -> Changes:
+    changes: Changes = {}
     if request.name is not None:
         changes["name"] = request.name
     if request.metadata is not None:
