@@ -40,7 +40,8 @@ ROOT = Path(__file__).parent.parent
 README = ROOT / "README.md"
 PROTOCOL = ROOT / "docs" / "protocol.md"
 DEFAULT_URL = "nats://127.0.0.1:4222"
-LANGUAGES = {"sh", "python", "text"}
+# ``ts`` blocks are the TypeScript client's: its own tests (clients/typescript) run them.
+LANGUAGES = {"sh", "python", "text", "ts"}
 PROTOCOL_LANGUAGES = {"json", "text"}
 # What users read speaks of the original Checkpoint API, never of documents they do not have.
 INTERNAL_NAMES = re.compile(r"(?i:\bthe seed\b|\bseed's\b)|\bDESIGN\b|\bshared/")
@@ -165,7 +166,7 @@ def test_the_readme_runs_as_written(daemon: Daemon, reader: Path) -> None:
     background: list[tuple[Block, subprocess.Popen[str], Output]] = []
     try:
         for number, block in enumerate(blocks(README.read_text(encoding="utf-8"))):
-            if block.how == "skip" or block.language == "text":
+            if block.how == "skip" or block.language in {"text", "ts"}:
                 continue
             if block.language == "sh":
                 done = subprocess.run(
