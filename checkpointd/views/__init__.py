@@ -215,6 +215,13 @@ class Views:
             self._deaths = 0
             self._first.set()
             self._advance(int(value))
+            if self._log_head() > self.position:
+                # Commits the projector has not seen: their nudges (and a waiting read's
+                # wake-up) were dropped while the last wake-up was outstanding.
+                if self._waiters:
+                    self._wake()
+                else:
+                    self.nudge(self._log_head())
         elif kind == "progress":
             self.progress = int(value)
         elif kind == "failed":

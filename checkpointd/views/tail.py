@@ -255,13 +255,14 @@ def _run(
                     channel.send(("stale", f"damaged ({type(exc).__name__})"))
                     return
                 raise
-            if applied:
-                channel.send(("position", projector.position))
+            # Report after every step, before any wait: the report is also what tells the
+            # owner its last wake-up was taken (it sends no other until then). A step that
+            # found nothing (its events came in the step before) must still answer, or the
+            # owner's next wake-ups would wait out the whole POLL.
+            channel.send(("position", projector.position))
             if not _listen(channel, wait=0.0 if applied else POLL):
                 _drain(conn, projector)
                 return
-            if not applied:
-                channel.send(("position", projector.position))
     finally:
         conn.close()
 
