@@ -76,7 +76,7 @@ class RestoreRequest:
     def from_wire(
         cls, checkpoint_id: Any, data: Mapping[str, Any], *, timeout_unit: float
     ) -> RestoreRequest:
-        """The seed's options shape; ``timeout_unit`` is 0.001 for the wire's milliseconds.
+        """The original API's options shape; ``timeout_unit`` is 0.001 for the wire's milliseconds.
 
         Raises:
             InvalidRequestError: an unknown field, a wrong type, two different strategies.
@@ -91,7 +91,7 @@ class RestoreRequest:
         reject_unknown(validation, _VALIDATION, "restore", field="validation")
         current = _current_state(data.get("currentState"))
         target = data.get("targetSessionId")
-        # Accepted for the seed's shape; integrity (decryption, decompression) is always
+        # Accepted for the original API's shape; integrity (decryption, decompression) is always
         # checked, since the state has to be read either way.
         _flag(validation, "validateIntegrity", True)
         return cls(

@@ -72,12 +72,17 @@ async def test_a_backup_under_64_writers_restores_into_a_daemon_that_serves_it(
                     name=f"w{n}-{i}", session_id=f"s{n}", snapshot={"i": i}, branches=[]
                 )
                 acknowledged.add(cp.id)
+                if len(acknowledged) >= WRITERS:
+                    enough.set()
                 i += 1
 
+        enough = asyncio.Event()
         writers = [asyncio.ensure_future(writer(n)) for n in range(WRITERS)]
-        while len(acknowledged) < WRITERS:
-            assert not [w.exception() for w in writers if w.done()]
-            await asyncio.sleep(0.01)
+        reached = asyncio.ensure_future(enough.wait())
+        done, _ = await asyncio.wait(
+            [reached, *writers], timeout=60, return_when=asyncio.FIRST_COMPLETED
+        )
+        assert reached in done, [w.exception() for w in writers if w.done()] or "no progress"
         before = set(acknowledged)
         made = await asyncio.to_thread(cli, daemon, "backup", str(tmp_path / "b.db"))
         backed_up.set()
