@@ -26,7 +26,10 @@ from checkpointd.models import (
 )
 from checkpointd.requests import DEFAULT_PAGE_SIZE, MAX_LINEAGE
 from checkpointd.results import (
+    CopySessionResult,
     Diff,
+    PendingWrite,
+    PutWritesResult,
     RestoreResult,
     SessionPage,
     SessionState,
@@ -119,7 +122,41 @@ class CheckpointAPI(Protocol):
         **kwargs: Any,
     ) -> RestoreResult: ...
 
+    async def put_writes(
+        self,
+        checkpoint_id: str,
+        task_id: str,
+        writes: Sequence[Any],
+        task_path: str = "",
+        *,
+        idempotency_key: str | None = None,
+    ) -> PutWritesResult: ...
+
+    async def copy_session(
+        self,
+        source_session_id: str,
+        target_session_id: str,
+        *,
+        ids: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> CopySessionResult: ...
+
+    async def prune_session(
+        self, session_id: str, keep: int = 1, *, idempotency_key: str | None = None
+    ) -> int: ...
+
+    async def delete_by_metadata(
+        self,
+        key: str,
+        values: Sequence[Any],
+        session_id: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> int: ...
+
     # -- reads ---------------------------------------------------------------------------
+
+    async def get_writes(self, checkpoint_id: str) -> list[PendingWrite]: ...
 
     async def get_checkpoint(
         self, checkpoint_id: str, include_snapshot: bool = True

@@ -55,17 +55,22 @@ from checkpointd.paging import walk_history, walk_list
 from checkpointd.requests import (
     DEFAULT_PAGE_SIZE,
     MAX_LINEAGE,
+    CopySessionRequest,
     CreateBatchRequest,
     CreateRequest,
+    DeleteByMetadataRequest,
     DeleteExpiredRequest,
     DeleteRequest,
     DiffRequest,
     GetRequest,
+    GetWritesRequest,
     HealthRequest,
     HistoryRequest,
     LineageRequest,
     ListOptions,
     ListRequest,
+    PruneSessionRequest,
+    PutWritesRequest,
     RebuildRequest,
     RestoreCheckpointRequest,
     SearchCheckpointsRequest,
@@ -81,7 +86,10 @@ from checkpointd.requests import (
     text,
 )
 from checkpointd.results import (
+    CopySessionResult,
     Diff,
+    PendingWrite,
+    PutWritesResult,
     RestoreResult,
     SessionPage,
     SessionState,
@@ -287,7 +295,56 @@ class CheckpointClient:
         reply = await self._call(req, key=_key(idempotency_key))
         return RestoreResult.from_wire(reply)
 
+    async def put_writes(
+        self,
+        checkpoint_id: str,
+        task_id: str,
+        writes: Sequence[Any],
+        task_path: str = "",
+        *,
+        idempotency_key: str | None = None,
+    ) -> PutWritesResult:
+        """As ``CheckpointManager.put_writes`` (bytes values need the msgpack encoding)."""
+        req = PutWritesRequest.of(checkpoint_id, task_id, writes, task_path)
+        return PutWritesResult.from_wire(await self._call(req, key=_key(idempotency_key)))
+
+    async def copy_session(
+        self,
+        source_session_id: str,
+        target_session_id: str,
+        *,
+        ids: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> CopySessionResult:
+        """As ``CheckpointManager.copy_session``."""
+        req = CopySessionRequest.of(source_session_id, target_session_id, ids)
+        return CopySessionResult.from_wire(await self._call(req, key=_key(idempotency_key)))
+
+    async def prune_session(
+        self, session_id: str, keep: int = 1, *, idempotency_key: str | None = None
+    ) -> int:
+        """As ``CheckpointManager.prune_session``: how many checkpoints were deleted."""
+        req = PruneSessionRequest.of(session_id, keep)
+        return int((await self._call(req, key=_key(idempotency_key)))["deleted"])
+
+    async def delete_by_metadata(
+        self,
+        key: str,
+        values: Sequence[Any],
+        session_id: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """As ``CheckpointManager.delete_by_metadata``: how many checkpoints were deleted."""
+        req = DeleteByMetadataRequest.of(key, values, session_id)
+        return int((await self._call(req, key=_key(idempotency_key)))["deleted"])
+
     # -- reads ---------------------------------------------------------------------------
+
+    async def get_writes(self, checkpoint_id: str) -> list[PendingWrite]:
+        """As ``CheckpointManager.get_writes`` (bytes values need the msgpack encoding)."""
+        reply = await self._call(GetWritesRequest(text(checkpoint_id, "checkpointId")))
+        return [PendingWrite.from_wire(write) for write in reply["writes"]]
 
     async def get_checkpoint(
         self, checkpoint_id: str, include_snapshot: bool = True
@@ -401,9 +458,9 @@ class CheckpointClient:
         """Subscribe to notifications: ``async with client.notifications("restored", "s-1") as
         stream: async for n in stream: ...``.
 
-        ``event_type`` is ``created``, ``updated``, ``deleted``, ``expired``, ``restored`` or
-        ``*``; ``session_id`` None means every session. A restore's state too big for one
-        message is fetched for you. Each notification carries its event's ``seq``: with
+        ``event_type`` is ``created``, ``updated``, ``deleted``, ``expired``, ``restored``,
+        ``writes`` or ``*``; ``session_id`` None means every session. A restore's state too
+        big for one message is fetched for you. Each notification carries its event's ``seq``: with
         ``*`` and every session, a jump in ``seq`` means missed events, which
         ``history(after_seq=...)`` returns.
         """
@@ -577,7 +634,7 @@ class NotificationStream:
         )
 
 
-_EVENT_TYPES = frozenset({"*", "created", "updated", "deleted", "expired", "restored"})
+_EVENT_TYPES = frozenset({"*", "created", "updated", "deleted", "expired", "restored", "writes"})
 
 
 def _explain_unencodable(body: Mapping[str, Any]) -> None:

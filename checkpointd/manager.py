@@ -50,9 +50,13 @@ from checkpointd.reads.validate import create_event, failed_report, validate_sto
 from checkpointd.requests import (
     DEFAULT_PAGE_SIZE,
     MAX_LINEAGE,
+    CopySessionRequest,
     CreateRequest,
+    DeleteByMetadataRequest,
     HistoryRequest,
     ListOptions,
+    PruneSessionRequest,
+    PutWritesRequest,
     SearchCheckpointsRequest,
     UpdateRequest,
     batch_items,
@@ -64,7 +68,10 @@ from checkpointd.requests import (
 from checkpointd.restore import RestoreRequest, restore
 from checkpointd.restore_details import restore_reply
 from checkpointd.results import (
+    CopySessionResult,
     Diff,
+    PendingWrite,
+    PutWritesResult,
     RestoreResult,
     SessionPage,
     SessionState,
@@ -80,7 +87,7 @@ from checkpointd.subscriptions import LocalNotificationStream
 from checkpointd.views import Views
 from checkpointd.write import commands as cmd
 from checkpointd.write import replies
-from checkpointd.write.encode import encode_create
+from checkpointd.write.encode import encode_create, encode_writes
 from checkpointd.write.idempotency import Idempotency, Reply, keyed, submit
 
 log = structlog.get_logger("checkpointd")
@@ -278,10 +285,11 @@ class CheckpointManager:
         manager.notifications("restored", "s-1") as stream: async for n in stream: ...``.
 
         The same API and ``Notification`` values as ``CheckpointClient.notifications``:
-        ``event_type`` is ``created``, ``updated``, ``deleted``, ``expired``, ``restored`` or
-        ``*``; ``session_id`` None means every session; a restore asked with ``notify=False``
-        sends none. The iteration ends when the manager closes. Raises InvalidRequestError for
-        an unknown type, UnavailableError on entering while the manager is not open.
+        ``event_type`` is ``created``, ``updated``, ``deleted``, ``expired``, ``restored``,
+        ``writes`` or ``*``; ``session_id`` None means every session; a restore asked with
+        ``notify=False`` sends none. The iteration ends when the manager closes. Raises
+        InvalidRequestError for an unknown type, UnavailableError on entering while the
+        manager is not open.
         """
         return LocalNotificationStream(self._subscribe, event_type, session_id)
 
@@ -455,6 +463,133 @@ class CheckpointManager:
             if len(candidates) < limit or not done.expired:
                 return total
             faults.crash_point("mid-cleanup")
+
+    async def put_writes(
+        self,
+        checkpoint_id: str,
+        task_id: str,
+        writes: Sequence[Any],
+        task_path: str = "",
+        *,
+        idempotency_key: str | None = None,
+    ) -> PutWritesResult:
+        """Tie a task's pending writes to a live checkpoint.
+
+        ``writes`` are ``{index, channel, value}`` mappings or ``(index, channel, value)``
+        tuples; a value is anything a snapshot may hold, bytes too. Per (checkpoint, task,
+        index): an ``index >= 0`` is written once (a repeat is left out, not refused), an
+        ``index < 0`` replaces the one before. The values are stored like a snapshot
+        (compressed, encrypted) and go when the checkpoint is deleted or expires. Raises:
+            NotFoundError: the checkpoint is not live.
+            InvalidRequestError: a malformed write or a value no snapshot could hold.
+            TooLargeError: the values are over ``max_checkpoint_size``.
+        """
+        writer, _ = self._require()
+        req = PutWritesRequest.of(checkpoint_id, task_id, writes, task_path)
+        values = [write.value for write in req.writes]
+        big = looks_big(values)
+        key = None
+        if idempotency_key is not None:
+            wire = req.to_wire()
+            key = await _keyed(idempotency_key, "put_writes", wire, replies.PUT_WRITES, big=big)
+        encoded = None
+        if big:  # encoded now on a worker thread (small ones by the writer)
+            codec = self._codec
+            assert codec is not None
+            encoded = await asyncio.to_thread(
+                encode_writes,
+                codec,
+                req.checkpoint_id,
+                values,
+                compress=self.config.enable_compression,
+                encrypt=self.config.enable_encryption,
+            )
+        command = cmd.PutWrites(req, encoded, cmd.Context(idempotency=key))
+        done = await submit(writer, command)
+        assert isinstance(done, PutWritesResult)
+        return done
+
+    async def get_writes(self, checkpoint_id: str) -> list[PendingWrite]:
+        """The checkpoint's pending writes, in (task_path, task_id, index) order.
+
+        Raises NotFoundError for a checkpoint that is not live, IntegrityError if a value's
+        stored bytes are damaged.
+        """
+        _, reads = self._require()
+        return await reads.writes(checkpoint_id)
+
+    async def copy_session(
+        self,
+        source_session_id: str,
+        target_session_id: str,
+        *,
+        ids: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> CopySessionResult:
+        """Copy every live checkpoint of a session into another, atomically.
+
+        Oldest first, each becomes a new checkpoint of the target with the same name,
+        timestamp, snapshot, branches, metadata (``parentCheckpoint`` pointing at the parent's
+        copy when that was copied too) and pending writes; its ``restoredFrom`` is the
+        checkpoint it copies. ``ids`` may choose copies' ids (``{source_id: new_id}``); the
+        others get new ones. The source is unchanged; an empty source copies nothing. Raises:
+            InvalidRequestError: the same session twice, or a malformed id.
+            ConflictError: a chosen id exists or existed.
+        """
+        writer, _ = self._require()
+        req = CopySessionRequest.of(source_session_id, target_session_id, ids)
+        key = keyed(idempotency_key, "copy_session", req.to_wire(), replies.COPIED)
+        done = await submit(writer, cmd.CopySession(req, cmd.Context(idempotency=key)))
+        assert isinstance(done, CopySessionResult)
+        return done
+
+    async def prune_session(
+        self, session_id: str, keep: int = 1, *, idempotency_key: str | None = None
+    ) -> int:
+        """Delete all but the ``keep`` newest live checkpoints of a session (newest by
+        ``timestamp``, ties by creation order), with their pending writes, atomically;
+        returns how many were deleted. ``keep=0`` deletes them all."""
+        writer, _ = self._require()
+        req = PruneSessionRequest.of(session_id, keep)
+        key = keyed(idempotency_key, "prune_session", req.to_wire(), replies.DELETED_COUNT)
+        done = await submit(writer, cmd.PruneSession(req, cmd.Context(idempotency=key)))
+        assert isinstance(done, int)
+        return done
+
+    async def delete_by_metadata(
+        self,
+        key: str,
+        values: Sequence[Any],
+        session_id: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> int:
+        """Delete every live checkpoint (of ``session_id``, if given) whose ``metadata[key]``
+        equals one of ``values`` (strings, numbers, booleans; a boolean equals only a
+        boolean), with their pending writes, atomically; returns how many were deleted.
+
+        A checkpoint created while this call runs may be left alone.
+        """
+        writer, reads = self._require()
+        req = DeleteByMetadataRequest.of(key, values, session_id)
+        idempotency = keyed(
+            idempotency_key, "delete_by_metadata", req.to_wire(), replies.DELETED_COUNT
+        )
+        marks = ", ".join("?" * len(req.values))
+        sql = (
+            "SELECT c.id FROM checkpoints c, json_each(c.metadata) j"
+            f" WHERE j.key = ? AND j.value IN ({marks})"
+        )
+        args: list[Any] = [req.key, *req.values]
+        if req.session_id is not None:
+            sql += " AND c.session_id = ?"
+            args.append(req.session_id)
+        found = await reads.readers.fetchall(sql + " ORDER BY c.seq", args)
+        candidates = tuple(checkpoint_id for (checkpoint_id,) in found)
+        command = cmd.DeleteByMetadata(req, candidates, cmd.Context(idempotency=idempotency))
+        done = await submit(writer, command)
+        assert isinstance(done, int)
+        return done
 
     async def cleanup_once(self) -> int:
         """One step of the auto-cleanup loop (the daemon calls it every ``cleanup_interval``).

@@ -86,6 +86,9 @@ _SNAKE_TO_WIRE = {
     "validate_checksum": "validateChecksum",
     "validate_schema": "validateSchema",
     "custom_resolver": "customResolver",
+    "task_id": "taskId",
+    "task_path": "taskPath",
+    "source_session_id": "sourceSessionId",
 }
 
 
@@ -917,3 +920,240 @@ class RebuildRequest(_NoFields):
 @dataclass(frozen=True, slots=True)
 class HealthRequest(_NoFields):
     VERB: ClassVar[str] = "health"
+
+
+# -- pending writes and whole sessions ---------------------------------------------------------
+
+MAX_WRITES = 1000
+"""Pending writes one ``put_writes`` request holds at most."""
+MAX_METADATA_VALUES = 1000
+"""Values one ``delete_by_metadata`` request matches at most."""
+_PUT_WRITES_FIELDS = frozenset({"checkpointId", "taskId", "taskPath", "writes"})
+_WRITE_FIELDS = frozenset({"index", "channel", "value"})
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One pending write: its ``index`` (``< 0`` for a special channel), channel and value.
+
+    The value is anything a snapshot may hold, and bytes (over msgpack or in-process); the
+    store checks it when it encodes it.
+    """
+
+    index: int
+    channel: str
+    value: Any
+
+    @classmethod
+    def from_wire(cls, data: Any, where: str) -> Write:
+        """``{index, channel, value}``, or an ``(index, channel, value)`` sequence."""
+        if isinstance(data, Write):
+            return data
+        if isinstance(data, list | tuple) and len(data) == 3:
+            data = {"index": data[0], "channel": data[1], "value": data[2]}
+        item = obj(data, where)
+        reject_unknown(item, _WRITE_FIELDS, "put_writes", field=where)
+        if "value" not in item:
+            raise InvalidRequestError("is required", field=f"{where}.value")
+        index = integer(item.get("index"), f"{where}.index")
+        if not -MAX_INT <= index <= MAX_INT:
+            raise InvalidRequestError(
+                f"expected an integer -{MAX_INT}..{MAX_INT}", field=f"{where}.index"
+            )
+        return cls(index, text(item.get("channel"), f"{where}.channel"), item["value"])
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"index": self.index, "channel": self.channel, "value": self.value}
+
+
+def _task_path(value: Any) -> str:
+    return "" if value is None else text(value, "taskPath", max_len=MAX_TEXT, min_len=0)
+
+
+@dataclass(frozen=True, slots=True)
+class PutWritesRequest:
+    """A task's pending writes tied to a checkpoint:
+    ``{checkpointId, taskId, taskPath?, writes: [{index, channel, value}]}``."""
+
+    checkpoint_id: str
+    task_id: str
+    writes: tuple[Write, ...]
+    task_path: str = ""
+
+    VERB: ClassVar[str] = "put_writes"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> PutWritesRequest:
+        data = wire_keys(obj(data, cls.VERB))
+        reject_unknown(data, _PUT_WRITES_FIELDS, cls.VERB)
+        return cls.of(
+            data.get("checkpointId"), data.get("taskId"), data.get("writes"), data.get("taskPath")
+        )
+
+    @classmethod
+    def of(cls, checkpoint_id: Any, task_id: Any, writes: Any, task_path: Any = "") -> Self:
+        """Validate a call's arguments (``task_path`` None is the empty path)."""
+        if isinstance(writes, str | bytes | Mapping) or not isinstance(writes, Sequence):
+            raise InvalidRequestError("expected a list of writes", field="writes")
+        if len(writes) > MAX_WRITES:
+            raise InvalidRequestError(f"at most {MAX_WRITES} writes", field="writes")
+        return cls(
+            checkpoint_id=text(checkpoint_id, "checkpointId"),
+            task_id=text(task_id, "taskId"),
+            writes=tuple(Write.from_wire(item, f"writes[{n}]") for n, item in enumerate(writes)),
+            task_path=_task_path(task_path),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "checkpointId": self.checkpoint_id,
+            "taskId": self.task_id,
+            "taskPath": self.task_path,
+            "writes": [write.to_wire() for write in self.writes],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GetWritesRequest:
+    """The pending writes of a checkpoint: ``{checkpointId}``."""
+
+    checkpoint_id: str
+
+    VERB: ClassVar[str] = "get_writes"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> GetWritesRequest:
+        data = wire_keys(obj(data, cls.VERB))
+        reject_unknown(data, frozenset({"checkpointId"}), cls.VERB)
+        return cls(text(data.get("checkpointId"), "checkpointId"))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"checkpointId": self.checkpoint_id}
+
+
+_COPY_FIELDS = frozenset({"sourceSessionId", "targetSessionId", "ids"})
+MAX_COPY_IDS = 100_000
+"""Copies' ids one ``copy_session`` request may choose at most."""
+
+
+@dataclass(frozen=True, slots=True)
+class CopySessionRequest:
+    """``{sourceSessionId, targetSessionId, ids?}``: every live checkpoint of the source
+    becomes a new one in the target. ``ids`` may choose a copy's id (``{sourceId: newId}``,
+    each a valid new id); the others get new ids."""
+
+    source_session_id: str
+    target_session_id: str
+    ids: Mapping[str, str] = field(default_factory=dict)
+
+    VERB: ClassVar[str] = "copy_session"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> CopySessionRequest:
+        data = wire_keys(obj(data, cls.VERB))
+        reject_unknown(data, _COPY_FIELDS, cls.VERB)
+        return cls.of(data.get("sourceSessionId"), data.get("targetSessionId"), data.get("ids"))
+
+    @classmethod
+    def of(cls, source: Any, target: Any, ids: Any = None) -> CopySessionRequest:
+        source = text(source, "sourceSessionId")
+        target = text(target, "targetSessionId")
+        if source == target:
+            raise InvalidRequestError("must differ from sourceSessionId", field="targetSessionId")
+        chosen = dict(obj({} if ids is None else ids, "ids"))
+        if len(chosen) > MAX_COPY_IDS:
+            raise InvalidRequestError(f"at most {MAX_COPY_IDS} ids", field="ids")
+        for source_id, new in chosen.items():
+            text(source_id, "ids")
+            try:
+                given_id(new)
+            except InvalidRequestError as exc:
+                reason = exc.message.removeprefix("id: ")
+                raise InvalidRequestError(reason, field=f"ids.{source_id}") from None
+        if len(set(chosen.values())) != len(chosen):
+            raise InvalidRequestError("gives one new id twice", field="ids")
+        return cls(source, target, chosen)
+
+    def to_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "sourceSessionId": self.source_session_id,
+            "targetSessionId": self.target_session_id,
+        }
+        if self.ids:
+            body["ids"] = dict(self.ids)
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class PruneSessionRequest:
+    """``{sessionId, keep?}``: keep the ``keep`` (default 1) newest live checkpoints."""
+
+    session_id: str
+    keep: int = 1
+
+    VERB: ClassVar[str] = "prune_session"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> PruneSessionRequest:
+        data = wire_keys(obj(data, cls.VERB))
+        reject_unknown(data, frozenset({"sessionId", "keep"}), cls.VERB)
+        return cls.of(data.get("sessionId"), data.get("keep", 1))
+
+    @classmethod
+    def of(cls, session_id: Any, keep: Any = 1) -> PruneSessionRequest:
+        return cls(text(session_id, "sessionId"), non_negative_int(keep, "keep"))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"sessionId": self.session_id, "keep": self.keep}
+
+
+_SCALARS = (str, int, float, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteByMetadataRequest:
+    """``{key, values, sessionId?}``: delete every live checkpoint (of the session, if given)
+    whose ``metadata[key]`` equals one of ``values`` (strings, numbers or booleans)."""
+
+    key: str
+    values: tuple[str | int | float | bool, ...]
+    session_id: str | None = None
+
+    VERB: ClassVar[str] = "delete_by_metadata"
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> DeleteByMetadataRequest:
+        data = wire_keys(obj(data, cls.VERB))
+        reject_unknown(data, frozenset({"key", "values", "sessionId"}), cls.VERB)
+        return cls.of(data.get("key"), data.get("values"), data.get("sessionId"))
+
+    @classmethod
+    def of(cls, key: Any, values: Any, session_id: Any = None) -> DeleteByMetadataRequest:
+        if isinstance(values, str | bytes | Mapping) or not isinstance(values, Sequence):
+            raise InvalidRequestError("expected a list of values", field="values")
+        if not 1 <= len(values) <= MAX_METADATA_VALUES:
+            raise InvalidRequestError(f"expected 1..{MAX_METADATA_VALUES} values", field="values")
+        for n, value in enumerate(values):
+            if not isinstance(value, _SCALARS):
+                raise InvalidRequestError(
+                    "expected a string, number or boolean", field=f"values[{n}]"
+                )
+            if isinstance(value, str):
+                text(value, f"values[{n}]", max_len=MAX_TEXT, min_len=0)
+            elif isinstance(value, float) and value - value != 0:
+                raise InvalidRequestError("expected a finite number", field=f"values[{n}]")
+            elif isinstance(value, int) and not -MAX_INT <= value <= MAX_INT:
+                raise InvalidRequestError(
+                    f"expected an integer -{MAX_INT}..{MAX_INT}", field=f"values[{n}]"
+                )
+        return cls(
+            key=text(key, "key"),
+            values=tuple(values),
+            session_id=None if session_id is None else text(session_id, "sessionId"),
+        )
+
+    def to_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"key": self.key, "values": list(self.values)}
+        if self.session_id is not None:
+            body["sessionId"] = self.session_id
+        return body

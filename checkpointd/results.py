@@ -256,3 +256,58 @@ class SessionPage:
             page=wire["page"],
             page_size=wire["pageSize"],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWrite:
+    """One pending write of a checkpoint, as ``get_writes`` returns it."""
+
+    task_id: str
+    task_path: str
+    index: int
+    channel: str
+    value: Any
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "taskId": self.task_id,
+            "taskPath": self.task_path,
+            "index": self.index,
+            "channel": self.channel,
+            "value": self.value,
+        }
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> PendingWrite:
+        return cls(wire["taskId"], wire["taskPath"], wire["index"], wire["channel"], wire["value"])
+
+
+@dataclass(frozen=True, slots=True)
+class PutWritesResult:
+    """What ``put_writes`` stored: ``written`` writes (a repeated ``index >= 0`` is not)."""
+
+    checkpoint_id: str
+    written: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"checkpointId": self.checkpoint_id, "written": self.written}
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> PutWritesResult:
+        return cls(wire["checkpointId"], int(wire["written"]))
+
+
+@dataclass(frozen=True, slots=True)
+class CopySessionResult:
+    """What ``copy_session`` copied: ``copied`` checkpoints, ``ids`` maps each source id to
+    its copy's."""
+
+    copied: int
+    ids: Mapping[str, str]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"copied": self.copied, "ids": dict(self.ids)}
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> CopySessionResult:
+        return cls(int(wire["copied"]), dict(wire["ids"]))

@@ -18,7 +18,7 @@ from checkpointd.errors import InvalidRequestError, UnavailableError
 from checkpointd.models import Notification
 from checkpointd.storage.writer import Committed
 
-EVENT_TYPES = frozenset({"*", "created", "updated", "deleted", "expired", "restored"})
+EVENT_TYPES = frozenset({"*", "created", "updated", "deleted", "expired", "restored", "writes"})
 BACKLOG = 10_000
 """Notifications a stream holds for a subscriber that does not keep up; more are dropped."""
 

@@ -30,6 +30,8 @@ from checkpointd.events.domain import (
     Conflict,
     DomainEvent,
     StateRestored,
+    WriteKey,
+    WritesPut,
     decode,
 )
 from checkpointd.events.types import GENESIS_HASH, EventRecord, EventType, seal
@@ -169,6 +171,7 @@ CLASSES: dict[str, type[Any]] = {
     "checkpoint.deleted": CheckpointDeleted,
     "checkpoint.expired": CheckpointExpired,
     "checkpoint.restored": StateRestored,
+    "checkpoint.writes": WritesPut,
 }
 
 
@@ -241,6 +244,7 @@ async def test_every_event_a_store_writes_encodes_back_to_its_logged_bytes(
         retention_expires_at="2000-01-01T00:00:00Z",
     )
     await manager.update_checkpoint(root.id, name="renamed", branches=["dev"])
+    await manager.put_writes(root.id, "task", [(0, "c", b"\x00"), (-1, "__error__", "e")])
     await manager.restore_checkpoint(
         root.id, current_state={"state": {"a": 9}}, merge_strategy="merge"
     )
@@ -314,6 +318,19 @@ json_values = st.recursive(
         restored_from=st.none() | texts,
     )
     | st.builds(CheckpointDeleted, name=texts, checksum=texts, size=st.integers(0, 2**40))
+    | st.builds(
+        WritesPut,
+        task_id=texts,
+        task_path=texts,
+        writes=st.lists(
+            st.builds(WriteKey, index=st.integers(-(2**53), 2**53), channel=texts), max_size=3
+        ).map(tuple),
+        checksum=texts,
+        size=st.integers(0, 2**40),
+        stored_size=st.integers(0, 2**40),
+        compression=st.sampled_from(["none", "gzip", "zstd"]),
+        encrypted=st.booleans(),
+    )
 )
 def test_typed_events_round_trip_through_their_data(event: DomainEvent) -> None:
     """Any event encodes to data that decodes back to an equal event."""

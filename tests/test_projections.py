@@ -1,8 +1,9 @@
 """Projections under random command sequences: live views equal a rebuild, and stats a recount.
 
-Each Hypothesis example runs a random sequence of creates, updates, deletes, expiries and
-batches (some of them failing, some of them concurrent so they share a group commit) on a fresh
-database, then checks one property of the resulting views.
+Each Hypothesis example runs a random sequence of creates, updates, deletes, expiries,
+batches, restores, pending writes, session copies, prunes and deletes by metadata (some of
+them failing, some of them concurrent so they share a group commit) on a fresh database, then
+checks one property of the resulting views.
 """
 
 from __future__ import annotations
@@ -93,10 +94,35 @@ class Restore:
 
 
 @dataclass(frozen=True)
+class PutWrites:
+    target: int
+    task: str
+    writes: tuple[tuple[int, str], ...]  # (index, value): a negative index replaces
+
+
+@dataclass(frozen=True)
+class CopySession:
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class Prune:
+    session: str
+    keep: int
+
+
+@dataclass(frozen=True)
+class DeleteByFeature:
+    features: tuple[str, ...]
+    session: str | None
+
+
+@dataclass(frozen=True)
 class Together:
     """Commands submitted at once, so the writer commits them in one group."""
 
-    ops: tuple[Create | Update | Delete | Batch | Restore, ...]
+    ops: tuple[Any, ...]
 
 
 creates = st.builds(
@@ -132,6 +158,25 @@ restores = st.builds(
 )
 
 
+put_writes = st.builds(
+    PutWrites,
+    target=st.integers(0, 50),
+    task=st.sampled_from(["t1", "t2"]),
+    writes=st.lists(
+        st.tuples(st.integers(-2, 3), st.sampled_from(["v", "w" * 40])), min_size=1, max_size=4
+    ).map(tuple),
+)
+copies = st.builds(
+    CopySession, source=st.sampled_from(SESSIONS), target=st.sampled_from(["c-1", "c-2"])
+)
+prunes = st.builds(Prune, session=st.sampled_from([*SESSIONS, "c-1"]), keep=st.integers(0, 2))
+feature_deletes = st.builds(
+    DeleteByFeature,
+    features=st.lists(st.sampled_from(["auth", "billing"]), min_size=1, max_size=2).map(tuple),
+    session=st.one_of(st.none(), st.sampled_from(SESSIONS)),
+)
+
+
 def command_lists(*extra: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]]:
     single = [creates, creates, updates, deletes, expiries, batches, *extra]
     together = st.builds(
@@ -145,8 +190,9 @@ def command_lists(*extra: st.SearchStrategy[Any]) -> st.SearchStrategy[list[Any]
 
 commands = command_lists()
 # Restores move a session's state away from its newest checkpoint, so the sessions property
-# below uses the sequences without them; the rebuild and stats properties use both.
-commands_with_restores = command_lists(restores)
+# below uses the sequences without them; the rebuild and stats properties use them, and
+# pending writes and the commands on whole sessions (copy, prune, delete by metadata) too.
+commands_with_everything = command_lists(restores, put_writes, copies, prunes, feature_deletes)
 
 
 @dataclass
@@ -203,6 +249,16 @@ class Run:
                     merge_strategy=strategy,
                     preserve_current_state=preserve,
                 )
+            case PutWrites(target, task, writes):
+                items = [(index, "channel", value) for index, value in writes]
+                await self.manager.put_writes(self.pick(target), task, items)
+            case CopySession(source, target):
+                copied = await self.manager.copy_session(source, target)
+                self.created.extend(copied.ids.values())
+            case Prune(session, keep):
+                await self.manager.prune_session(session, keep)
+            case DeleteByFeature(features, session):
+                await self.manager.delete_by_metadata("feature", list(features), session)
             case Together(ops):
                 await asyncio.gather(*(self.run(o) for o in ops), return_exceptions=True)
 
@@ -235,7 +291,7 @@ EXAMPLES = settings(max_examples=25, deadline=None)
 
 
 @EXAMPLES
-@given(ops=commands_with_restores)
+@given(ops=commands_with_everything)
 def test_live_projections_equal_a_rebuild(
     tmp_path_factory: pytest.TempPathFactory, ops: list[object]
 ) -> None:
@@ -263,7 +319,7 @@ RECOUNT_COUNTS = """
 
 
 @EXAMPLES
-@given(ops=commands_with_restores)
+@given(ops=commands_with_everything)
 def test_stats_equal_a_recount(tmp_path_factory: pytest.TempPathFactory, ops: list[object]) -> None:
     """The maintained stats counters, and get_checkpoint_stats, equal a recount from scratch."""
     db_path = fresh_db(tmp_path_factory)

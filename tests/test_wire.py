@@ -51,6 +51,11 @@ VERBS = (
     "verify",
     "rebuild",
     "health",
+    "put_writes",
+    "get_writes",
+    "copy_session",
+    "prune_session",
+    "delete_by_metadata",
 )
 CHECKPOINT_KEYS = {
     "id",

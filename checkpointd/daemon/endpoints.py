@@ -20,16 +20,21 @@ from typing import Any
 from checkpointd.errors import NotFoundError
 from checkpointd.manager import CheckpointManager
 from checkpointd.requests import (
+    CopySessionRequest,
     CreateBatchRequest,
     CreateRequest,
+    DeleteByMetadataRequest,
     DeleteExpiredRequest,
     DeleteRequest,
     DiffRequest,
     GetRequest,
+    GetWritesRequest,
     HealthRequest,
     HistoryRequest,
     LineageRequest,
     ListRequest,
+    PruneSessionRequest,
+    PutWritesRequest,
     RebuildRequest,
     RestoreCheckpointRequest,
     SearchCheckpointsRequest,
@@ -156,6 +161,51 @@ async def rebuild(m: CheckpointManager, data: Body, _: str | None) -> Mapping[st
     return {"events": await m.rebuild()}
 
 
+async def put_writes(m: CheckpointManager, data: Body, key: str | None) -> Mapping[str, Any]:
+    request = PutWritesRequest.from_wire(data)
+    result = await m.put_writes(
+        request.checkpoint_id,
+        request.task_id,
+        request.writes,
+        request.task_path,
+        idempotency_key=key,
+    )
+    return result.to_wire()
+
+
+async def get_writes(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
+    request = GetWritesRequest.from_wire(data)
+    found = await m.get_writes(request.checkpoint_id)
+    return {"writes": [write.to_wire() for write in found]}
+
+
+async def copy_session(m: CheckpointManager, data: Body, key: str | None) -> Mapping[str, Any]:
+    request = CopySessionRequest.from_wire(data)
+    result = await m.copy_session(
+        request.source_session_id,
+        request.target_session_id,
+        ids=request.ids,
+        idempotency_key=key,
+    )
+    return result.to_wire()
+
+
+async def prune_session(m: CheckpointManager, data: Body, key: str | None) -> Mapping[str, Any]:
+    request = PruneSessionRequest.from_wire(data)
+    deleted = await m.prune_session(request.session_id, request.keep, idempotency_key=key)
+    return {"deleted": deleted}
+
+
+async def delete_by_metadata(
+    m: CheckpointManager, data: Body, key: str | None
+) -> Mapping[str, Any]:
+    request = DeleteByMetadataRequest.from_wire(data)
+    deleted = await m.delete_by_metadata(
+        request.key, request.values, request.session_id, idempotency_key=key
+    )
+    return {"deleted": deleted}
+
+
 async def health(m: CheckpointManager, data: Body, _: str | None) -> Mapping[str, Any]:
     HealthRequest.from_wire(data)
     last = await m.health()
@@ -182,8 +232,26 @@ ENDPOINTS: dict[str, Endpoint] = {
     "verify": verify,
     "rebuild": rebuild,
     "health": health,
+    "put_writes": put_writes,
+    "get_writes": get_writes,
+    "copy_session": copy_session,
+    "prune_session": prune_session,
+    "delete_by_metadata": delete_by_metadata,
 }
 """Every operation of the wire protocol (docs/protocol.md), by endpoint name."""
 
-WRITES = frozenset({"create", "create_batch", "update", "delete", "delete_expired", "restore"})
+WRITES = frozenset(
+    {
+        "create",
+        "create_batch",
+        "update",
+        "delete",
+        "delete_expired",
+        "restore",
+        "put_writes",
+        "copy_session",
+        "prune_session",
+        "delete_by_metadata",
+    }
+)
 """The verbs a ``Nats-Msg-Id`` makes idempotent."""

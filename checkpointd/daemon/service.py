@@ -252,10 +252,16 @@ class CheckpointService:
             seq = consistency.answered_at.get()
             if seq == _UNANSWERED:  # answered from the log alone (health, verify, rebuild)
                 seq = self._manager.log_head
-            if looks_big(result):
-                reply = await asyncio.to_thread(wire.encode_in_pieces, result, encoding)
-            else:
-                reply = wire.encode(result, encoding)
+            try:
+                if looks_big(result):
+                    reply = await asyncio.to_thread(wire.encode_in_pieces, result, encoding)
+                else:
+                    reply = wire.encode(result, encoding)
+            except TypeError:  # bytes (a pending write's value) in a JSON reply
+                raise InvalidRequestError(
+                    "the reply holds bytes, which JSON cannot carry: ask in msgpack"
+                    f" ({wire.CONTENT_TYPE}: {wire.MSGPACK})"
+                ) from None
             return reply, {wire.CONTENT_TYPE: encoding, wire.SEQ: str(seq)}
 
         await self._answer(request, verb, work, positioned=True)

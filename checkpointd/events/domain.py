@@ -262,8 +262,75 @@ class StateRestored:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class WriteKey:
+    """One pending write of a task: its index and channel (its value is in the blob)."""
+
+    index: int
+    channel: str
+
+    def to_map(self) -> dict[str, Any]:
+        return {"channel": self.channel, "index": self.index}
+
+
+@dataclass(frozen=True, slots=True)
+class WritesPut:
+    """A task's pending writes tied to a checkpoint (on the checkpoint's stream).
+
+    The values are in the blob row keyed by this event's seq, encoded like a snapshot (a
+    ``{"values": [...]}`` object, in ``writes`` order) and bound to the checkpoint; the event
+    keeps their keys, checksum and sizes. Deleting or expiring the checkpoint removes the blob.
+    An ``index >= 0`` is written once per (checkpoint, task, index); the writer leaves a
+    repeated one out. An ``index < 0`` (a special channel) replaces the one before it.
+    """
+
+    type: ClassVar[EventType] = EventType.WRITES
+
+    task_id: str
+    task_path: str
+    writes: tuple[WriteKey, ...]
+    checksum: str
+    size: int
+    stored_size: int
+    compression: str
+    encrypted: bool
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "checksum": self.checksum,
+            "compression": self.compression,
+            "encrypted": self.encrypted,
+            "size": self.size,
+            "storedSize": self.stored_size,
+            "taskId": self.task_id,
+            "taskPath": self.task_path,
+            "writes": [write.to_map() for write in self.writes],
+        }
+
+    def to_data(self) -> bytes:
+        return canonical_encode(self.to_map())
+
+    @classmethod
+    def from_map(cls, data: Mapping[str, Any]) -> WritesPut:
+        return cls(
+            task_id=data["taskId"],
+            task_path=data["taskPath"],
+            writes=tuple(WriteKey(w["index"], w["channel"]) for w in data["writes"]),
+            checksum=data["checksum"],
+            size=data["size"],
+            stored_size=data["storedSize"],
+            compression=data["compression"],
+            encrypted=data["encrypted"],
+        )
+
+
 DomainEvent = (
-    CheckpointCreated | CheckpointUpdated | CheckpointDeleted | CheckpointExpired | StateRestored
+    CheckpointCreated
+    | CheckpointUpdated
+    | CheckpointDeleted
+    | CheckpointExpired
+    | StateRestored
+    | WritesPut
 )
 """Every event type the log holds."""
 
@@ -275,6 +342,7 @@ _FROM_MAP: dict[str, Callable[[Mapping[str, Any]], DomainEvent]] = {
         CheckpointDeleted,
         CheckpointExpired,
         StateRestored,
+        WritesPut,
     )
 }
 

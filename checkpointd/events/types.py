@@ -29,6 +29,7 @@ class EventType(StrEnum):
     DELETED = "checkpoint.deleted"
     EXPIRED = "checkpoint.expired"
     RESTORED = "checkpoint.restored"
+    WRITES = "checkpoint.writes"
 
     @property
     def word(self) -> str:

@@ -22,10 +22,11 @@ from checkpointd.events.domain import (
     CheckpointExpired,
     CheckpointUpdated,
     StateRestored,
+    WritesPut,
     decode,
 )
 from checkpointd.events.types import EventRecord, EventType
-from checkpointd.projections import checkpoints, fts, lineage, sessions
+from checkpointd.projections import checkpoints, fts, lineage, sessions, writes
 from checkpointd.projections.checkpoints import Row
 from checkpointd.projections.stats import StatsDelta
 from checkpointd.projections.stats import reset as reset_stats
@@ -84,8 +85,11 @@ class Projector:
             case CheckpointDeleted() | CheckpointExpired():
                 if (before := checkpoints.load(conn, record.stream)) is not None:
                     self._removed(conn, record, before)
+                writes.removed(conn, record.stream)
             case StateRestored():
                 self._restored(conn, record, event)
+            case WritesPut():
+                writes.put(conn, record, event)
         self.position = record.seq
         return after
 

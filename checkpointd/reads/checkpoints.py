@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -24,6 +25,7 @@ from checkpointd.query.where import compile_order_by, compile_where
 from checkpointd.reads.lineage import read_lineage
 from checkpointd.reads.search import SearchRequest, build_count_sql, build_sql, page_from_rows
 from checkpointd.requests import MAX_LINEAGE, non_negative_int, text
+from checkpointd.results import PendingWrite
 from checkpointd.rows import checkpoint_from_row
 from checkpointd.snapshots import SnapshotCodec
 from checkpointd.snapshots.blob import naming
@@ -42,6 +44,16 @@ _SELECT = f"SELECT {', '.join(COLUMNS)}{_FROM}"
 _SELECT_WITH_BLOB = (
     f"SELECT {', '.join(COLUMNS)},"
     f" (SELECT b.data FROM blobs b WHERE b.seq = checkpoints.seq){_FROM}"
+)
+
+
+# The checkpoint's liveness and its writes in one statement (a first row with a NULL id: not
+# live; writes columns NULL: no writes), so a concurrent delete is seen entirely or not at all.
+_WRITES = (
+    "SELECT c.id, w.task_id, w.task_path, w.idx, w.channel, w.seq, w.position"
+    " FROM (SELECT 1) LEFT JOIN checkpoints c ON c.id = ?"
+    " LEFT JOIN writes w ON w.checkpoint_id = c.id"
+    " ORDER BY w.task_path, w.task_id, w.idx"
 )
 
 
@@ -336,6 +348,57 @@ class ReadModel:
         events = tuple(store.from_row(row).to_model() for row in rows[:limit])
         more = len(rows) > limit
         return History(events=events, next=events[-1].seq if more and events else None)
+
+    async def writes(self, checkpoint_id: str) -> builtins.list[PendingWrite]:
+        """The checkpoint's pending writes in (task path, task id, index) order.
+
+        Raises NotFoundError for a checkpoint that is not live, IntegrityError when a value's
+        bytes are damaged or missing.
+        """
+        checkpoint_id = text(checkpoint_id, "checkpointId")
+        rows = await self.readers.fetchall(_WRITES, (checkpoint_id,))
+        if not rows or rows[0][0] is None:  # the first row says whether the checkpoint is live
+            raise NotFoundError("checkpoint", checkpoint_id)
+        rows = [row for row in rows if row[1] is not None]
+        if not rows:
+            return []
+        seqs = sorted({row[5] for row in rows})
+        marks = ", ".join("?" * len(seqs))
+        stored = await self.readers.fetchall(
+            f"SELECT e.seq, e.data, b.data FROM events e LEFT JOIN blobs b ON b.seq = e.seq"
+            f" WHERE e.seq IN ({marks})",
+            seqs,
+        )
+        if any(blob is None for _, _, blob in stored) and await self.removed(checkpoint_id):
+            raise NotFoundError("checkpoint", checkpoint_id)  # deleted while this read ran
+        blobs = {seq: (bytes(data), blob) for seq, data, blob in stored}
+        size = sum(len(blob or b"") for _, blob in blobs.values())
+        values = functools.partial(self._write_values, checkpoint_id, blobs)
+        opened = await asyncio.to_thread(values) if size > OFFLOAD_BYTES else values()
+        return [
+            PendingWrite(task_id, task_path, index, channel, opened[seq][position])
+            for _, task_id, task_path, index, channel, seq, position in rows
+        ]
+
+    def _write_values(
+        self, checkpoint_id: str, blobs: Mapping[int, tuple[bytes, bytes | None]]
+    ) -> dict[int, builtins.list[Any]]:
+        """Each writes event's values, from its blob, checked against the event's checksum."""
+        opened = {}
+        for seq, (data, blob) in blobs.items():
+            event = msgpack.unpackb(data, raw=False)
+            if blob is None:
+                raise IntegrityError(
+                    "pending writes' bytes are missing", checkpoint_id=checkpoint_id
+                )
+            decoded = self.codec.decode(
+                checkpoint_id,
+                bytes(blob),
+                expected_checksum=event["checksum"],
+                expected_size=event["size"],
+            )
+            opened[seq] = decoded["values"]
+        return opened
 
     async def lineage(
         self, checkpoint_id: str, *, limit: int = MAX_LINEAGE, offset: int = 0

@@ -193,6 +193,35 @@ class SnapshotCodec:
             except TooLargeError:
                 raise IntegrityError(f"snapshot expands past {limit} bytes") from None
 
+    def rebind(self, from_id: str, to_id: str, blob: bytes) -> bytes:
+        """The blob of ``from_id`` made the blob of ``to_id`` (a copy of a checkpoint).
+
+        A plain blob is bound to no id and comes back as it is; an encrypted one is decrypted
+        and encrypted again (the active key, a fresh nonce, ``to_id`` in the associated data),
+        its compressed payload untouched.
+
+        Raises:
+            IntegrityError: as for :meth:`open` (the message names ``from_id``).
+            InvalidRequestError: the blob is encrypted and no active key is configured.
+        """
+        with naming(from_id):
+            header = read_header(blob)
+            if header.key_id is None:
+                return blob
+            if self.keyring is None:
+                raise IntegrityError(unknown_key_message(header.key_id))
+            payload = self.keyring.decrypt(
+                header.key_id,
+                header.nonce,
+                blob[header.payload_offset :],
+                header.aad_prefix + from_id.encode("utf-8"),
+                checkpoint_id=from_id,
+            )
+        keyring, active_id = self._encryption_key()
+        head = blob[:5] + bytes([_ENCRYPTED, len(active_id)]) + active_id.encode("ascii")
+        _, nonce, ciphertext = keyring.encrypt(payload, head + to_id.encode("utf-8"))
+        return head + nonce + ciphertext
+
     def decode(
         self,
         checkpoint_id: str,

@@ -26,12 +26,16 @@ _INT_MAX = 2**64 - 1
 _ALLOWED = "use an object, array, string, number, boolean or null"
 
 
-def canonical_encode(value: Mapping[str, Any], *, max_depth: int = 64) -> bytes:
+def canonical_encode(
+    value: Mapping[str, Any], *, max_depth: int = 64, binary: bool = False
+) -> bytes:
     """Encode a snapshot as canonical msgpack.
 
     Args:
         value: the snapshot; a mapping with string keys whose values are JSON-like.
         max_depth: how many objects and arrays may be nested, the top-level object included.
+        binary: also accept bytes values (msgpack's bin format), as pending writes' values may
+            hold; a snapshot never does.
 
     Returns:
         The canonical bytes: equal snapshots give equal bytes, regardless of dict order.
@@ -67,6 +71,8 @@ def canonical_encode(value: Mapping[str, Any], *, max_depth: int = 64) -> bytes:
             _check_depth(pointer, depth, max_depth)
             packer.pack_array_header(len(item))
             stack.extend((f"{pointer}/{i}", depth + 1, item[i]) for i in reversed(range(len(item))))
+        elif binary and isinstance(item, bytes | bytearray):
+            packer.pack(bytes(item))
         else:
             _pack_scalar(packer, pointer, item)
     encoded: bytes = packer.bytes()

@@ -231,8 +231,9 @@ MIGRATIONS: tuple[tuple[int, str, str], ...] = (
     ),
 )
 
-VIEWS_VERSION = 1
-"""The views file's layout; a file of another version is rebuilt from the log."""
+VIEWS_VERSION = 2
+"""The views file's layout; a file of another version is rebuilt from the log (2: the writes
+view)."""
 
 VIEWS_SCHEMA = """
 CREATE TABLE views_meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -273,6 +274,8 @@ CREATE TABLE checkpoints (
     updated_at           TEXT NOT NULL
 );
 CREATE INDEX checkpoints_session ON checkpoints (session_id, timestamp);
+-- A session's checkpoints by name: the LangGraph saver's latest-checkpoint and by-id lookups.
+CREATE INDEX checkpoints_session_name ON checkpoints (session_id, name);
 CREATE INDEX checkpoints_feature ON checkpoints (feature, timestamp)
     WHERE feature IS NOT NULL;
 CREATE INDEX checkpoints_timestamp ON checkpoints (timestamp);
@@ -328,6 +331,19 @@ CREATE TABLE restore_sources (
     PRIMARY KEY (checkpoint_id, seq)
 ) WITHOUT ROWID;
 CREATE INDEX restore_sources_seq ON restore_sources (seq);
+
+-- The pending writes of each live checkpoint (see projections.writes): the value is at
+-- ``position`` in the blob of the ``checkpoint.writes`` event ``seq``.
+CREATE TABLE writes (
+    checkpoint_id TEXT NOT NULL,
+    task_id       TEXT NOT NULL,
+    idx           INTEGER NOT NULL,
+    task_path     TEXT NOT NULL,
+    channel       TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    position      INTEGER NOT NULL,
+    PRIMARY KEY (checkpoint_id, task_id, idx)
+) WITHOUT ROWID;
 """
 
 PROJECTION_TABLES = (
@@ -337,6 +353,7 @@ PROJECTION_TABLES = (
     "stats_counts",
     "sessions",
     "restore_sources",
+    "writes",
 )
 """The views' tables that hold rows (the FTS index aside)."""
 

@@ -52,7 +52,7 @@ in commit (``seq``) order; commands that appended nothing are left out."""
 QUEUE_LIMIT = 10_000
 RESERVE_BYTES = 2 * 1024 * 1024
 """Free bytes kept on the views' disk: below them, writes that grow the store are refused."""
-_GROWS = (cmd.Create, cmd.CreateBatch, cmd.Update, cmd.Restore)
+_GROWS = (cmd.Create, cmd.CreateBatch, cmd.Update, cmd.Restore, cmd.PutWrites, cmd.CopySession)
 WAL_TRUNCATE_DELAY = 1.0
 """Seconds from a group that removed snapshots to the WAL truncate (later ones join it)."""
 _TRUNCATE_BUSY_MS = 100  # how long the truncate waits for readers before trying again later

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from checkpointd.requests import CreateRequest, UpdateRequest
+from checkpointd.requests import (
+    CopySessionRequest,
+    CreateRequest,
+    DeleteByMetadataRequest,
+    PruneSessionRequest,
+    PutWritesRequest,
+    UpdateRequest,
+)
 from checkpointd.snapshots import EncodedSnapshot
 from checkpointd.write.idempotency import Idempotency
 
@@ -125,4 +132,63 @@ class Restore:
     warnings: tuple[str, ...] = ()
 
 
-Command = Create | CreateBatch | Update | Delete | ExpireDue | ForgetKeys | Restore
+@dataclass(frozen=True, slots=True)
+class PutWrites:
+    """Tie a task's pending writes to a live checkpoint (``requests.PutWritesRequest``).
+
+    ``encoded`` is the values' blob when encoded beforehand (a big request), for every write
+    of the request; the writer encodes them itself otherwise, or again when it leaves a
+    repeated write out. Its result is a ``results.WritesPutResult``.
+    """
+
+    request: PutWritesRequest
+    encoded: EncodedSnapshot | None = None
+    context: Context = Context()
+
+
+@dataclass(frozen=True, slots=True)
+class CopySession:
+    """Copy every live checkpoint of a session, with its pending writes, into another.
+
+    Its result is a ``results.SessionCopy``.
+    """
+
+    request: CopySessionRequest
+    context: Context = Context()
+
+
+@dataclass(frozen=True, slots=True)
+class PruneSession:
+    """Delete all but the ``keep`` newest live checkpoints of a session; result: how many."""
+
+    request: PruneSessionRequest
+    context: Context = Context()
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteByMetadata:
+    """Delete the live checkpoints whose ``metadata[key]`` is one of the request's values.
+
+    ``candidates`` are what the views listed as matching; the writer checks each against the
+    log (live, metadata still matching, in the session asked for), as an expiry step does.
+    Its result is how many it deleted.
+    """
+
+    request: DeleteByMetadataRequest
+    candidates: tuple[str, ...] = ()
+    context: Context = Context()
+
+
+Command = (
+    Create
+    | CreateBatch
+    | Update
+    | Delete
+    | ExpireDue
+    | ForgetKeys
+    | Restore
+    | PutWrites
+    | CopySession
+    | PruneSession
+    | DeleteByMetadata
+)

@@ -1,12 +1,16 @@
-"""A create's snapshot encoded into its blob, before the command is queued or on the writer."""
+"""A create's snapshot (or pending writes' values) encoded into its blob, before the command is
+queued or on the writer."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 from checkpointd.config import Config
 from checkpointd.errors import IntegrityError, InvalidRequestError
 from checkpointd.ids import new_id
 from checkpointd.requests import CreateRequest
-from checkpointd.snapshots import SnapshotCodec
+from checkpointd.snapshots import EncodedSnapshot, SnapshotCodec, canonical_encode
 from checkpointd.write.commands import EncodedCreate
 
 
@@ -41,3 +45,33 @@ def _check_claims(request: CreateRequest, checksum: str, size: int) -> None:
         )
     if request.size is not None and request.size != size:
         raise IntegrityError(f"supplied size {request.size} does not match computed size {size}")
+
+
+def encode_writes(
+    codec: SnapshotCodec,
+    checkpoint_id: str,
+    values: Sequence[Any],
+    *,
+    compress: bool,
+    encrypt: bool,
+) -> EncodedSnapshot:
+    """Encode pending writes' values into one blob bound to their checkpoint.
+
+    The blob holds ``{"values": [...]}`` encoded like a snapshot (bytes allowed). Raises
+    InvalidRequestError naming the bad value (``writes[2].value/x``), TooLargeError.
+    """
+    try:
+        canonical = canonical_encode({"values": list(values)}, max_depth=65, binary=True)
+    except InvalidRequestError as exc:
+        reason = exc.message.removeprefix(f"{exc.field}: ")
+        raise InvalidRequestError(reason, field=_write_field(exc.field)) from None
+    return codec.encode_canonical(checkpoint_id, canonical, compress=compress, encrypt=encrypt)
+
+
+def _write_field(field: str | None) -> str:
+    """``snapshot/values/2/x`` (the pointer into the encoded object) as ``writes[2].value/x``."""
+    prefix = "snapshot/values/"
+    if field is None or not field.startswith(prefix):
+        return "writes"
+    index, _, rest = field.removeprefix(prefix).partition("/")
+    return f"writes[{index}].value" + (f"/{rest}" if rest else "")

@@ -13,6 +13,7 @@ retries its commands one by one. A keyed command's reply is stored and looked up
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -23,6 +24,7 @@ from checkpointd.config import Config
 from checkpointd.errors import (
     CheckpointError,
     ConflictError,
+    IntegrityError,
     InvalidRequestError,
     NotFoundError,
 )
@@ -37,19 +39,21 @@ from checkpointd.events.domain import (
     Conflict,
     DomainEvent,
     StateRestored,
+    WriteKey,
+    WritesPut,
 )
 from checkpointd.events.signing import ChainKeys, HeadSigner
 from checkpointd.events.types import EventRecord, seal
 from checkpointd.ids import new_id
 from checkpointd.models import Checkpoint
 from checkpointd.projections.checkpoints import updated_row
-from checkpointd.requests import CreateRequest, UpdateRequest
-from checkpointd.results import RestoreResult
+from checkpointd.requests import CreateRequest, UpdateRequest, Write
+from checkpointd.results import CopySessionResult, PutWritesResult, RestoreResult
 from checkpointd.rows import checkpoint_from_row, created_wire
-from checkpointd.snapshots import EncodedSnapshot, SnapshotCodec
+from checkpointd.snapshots import EncodedSnapshot, SnapshotCodec, read_header
 from checkpointd.write import commands as cmd
 from checkpointd.write import idempotency
-from checkpointd.write.encode import encode_create
+from checkpointd.write.encode import encode_create, encode_writes
 
 
 @dataclass(slots=True)
@@ -166,6 +170,14 @@ class CommandHandler:
                 return idempotency.forget(self.conn, before)
             case cmd.Restore():
                 return self._restore(command)
+            case cmd.PutWrites():
+                return self._put_writes(command)
+            case cmd.CopySession():
+                return self._copy_session(command)
+            case cmd.PruneSession():
+                return self._prune_session(command)
+            case cmd.DeleteByMetadata():
+                return self._delete_by_metadata(command)
         raise InvalidRequestError(f"unknown command {type(command).__name__}")
 
     # -- appending -----------------------------------------------------------------------
@@ -348,11 +360,13 @@ class CommandHandler:
             at=format_timestamp(self._clock.now()),
             context=context,
         )
-        # The checkpoint's snapshot, and every restored state that holds its values.
+        # The checkpoint's snapshot, its pending writes' values, and every restored state
+        # that holds its values.
         self.conn.execute(
             "DELETE FROM blobs WHERE seq = ?"
-            " OR seq IN (SELECT seq FROM restore_sources WHERE checkpoint_id = ?)",
-            (before["seq"], checkpoint_id),
+            " OR seq IN (SELECT seq FROM restore_sources WHERE checkpoint_id = ?)"
+            " OR seq IN (SELECT seq FROM events WHERE stream = ? AND type = ?)",
+            (before["seq"], checkpoint_id, checkpoint_id, WritesPut.type.value),
         )
         return True
 
@@ -435,11 +449,187 @@ class CommandHandler:
             event_seq=event.seq,
         )
 
+    # -- pending writes and whole sessions -----------------------------------------------
+
+    def _put_writes(self, command: cmd.PutWrites) -> PutWritesResult:
+        request = command.request
+        checkpoint_id = request.checkpoint_id
+        target = streams.writes_target(self.conn, checkpoint_id, request.task_id)
+        if target is None:
+            raise NotFoundError("checkpoint", checkpoint_id)
+        kept = _new_writes(request.writes, target.written)
+        if not kept:
+            return PutWritesResult(checkpoint_id, 0)
+        encrypt = self._config.enable_encryption or target.encrypted
+        encoded = command.encoded
+        if encoded is None or len(kept) != len(request.writes) or encoded.encrypted != encrypt:
+            encoded = encode_writes(
+                self.codec,
+                checkpoint_id,
+                [write.value for write in kept],
+                compress=self._config.enable_compression,
+                encrypt=encrypt,
+            )
+        put = WritesPut(
+            task_id=request.task_id,
+            task_path=request.task_path,
+            writes=tuple(WriteKey(write.index, write.channel) for write in kept),
+            checksum=encoded.checksum,
+            size=encoded.size,
+            stored_size=encoded.stored_size,
+            compression=encoded.compression.value,
+            encrypted=encoded.encrypted,
+        )
+        data = put.to_data()
+        record = self._append(
+            put,
+            stream=checkpoint_id,
+            session_id=target.session_id,
+            version=target.version + 1,
+            at=format_timestamp(self._clock.now()),
+            context=command.context,
+            data=data,
+        )
+        self.conn.execute("INSERT INTO blobs (seq, data) VALUES (?, ?)", (record.seq, encoded.blob))
+        return PutWritesResult(checkpoint_id, len(kept))
+
+    def _copy_session(self, command: cmd.CopySession) -> CopySessionResult:
+        """Each live checkpoint of the source, oldest first, created again in the target with
+        its snapshot and pending writes (their blobs bound to the copy), ``restoredFrom`` the
+        source and ``parentCheckpoint`` the parent's copy when the parent is copied too."""
+        request = command.request
+        sources = streams.session_checkpoints(self.conn, request.source_session_id)
+        ids: dict[str, str] = {}
+        for source_id, _ in sources:
+            chosen = request.ids.get(source_id)
+            if chosen is not None and self._exists_in_log(chosen):
+                raise ConflictError(f"checkpoint id {chosen!r} exists or existed")
+            ids[source_id] = new_id() if chosen is None else chosen
+        copies = [
+            self._prepare_copy(source_id, folded, ids, request.target_session_id)
+            for source_id, folded in sources
+        ]
+        at = format_timestamp(self._clock.now())
+        for new, created, blob, writes in copies:
+            record = self._append(
+                created,
+                stream=new,
+                session_id=created.session_id,
+                version=1,
+                at=at,
+                context=command.context,
+            )
+            self.conn.execute("INSERT INTO blobs (seq, data) VALUES (?, ?)", (record.seq, blob))
+            for version, (put, put_blob) in enumerate(writes, start=2):
+                record = self._append(
+                    put,
+                    stream=new,
+                    session_id=created.session_id,
+                    version=version,
+                    at=at,
+                    context=command.context,
+                )
+                self.conn.execute(
+                    "INSERT INTO blobs (seq, data) VALUES (?, ?)", (record.seq, put_blob)
+                )
+        return CopySessionResult(copied=len(copies), ids=ids)
+
+    def _prepare_copy(
+        self, source_id: str, folded: streams.Folded, ids: dict[str, str], target: str
+    ) -> tuple[str, CheckpointCreated, bytes, list[tuple[WritesPut, bytes]]]:
+        """A copy's create event, its snapshot's blob and its writes, before anything is written."""
+        row, new = folded.row, ids[source_id]
+        blob = self.codec.rebind(source_id, new, self._blob(row["seq"], source_id))
+        metadata = json.loads(row["metadata"])
+        parent = metadata.get("parentCheckpoint")
+        if isinstance(parent, str) and parent in ids:
+            metadata["parentCheckpoint"] = ids[parent]
+        created = CheckpointCreated(
+            name=row["name"],
+            session_id=target,
+            timestamp=row["timestamp"],
+            branches=json.loads(row["branches"]),
+            metadata=metadata,
+            created_by=row["created_by"],
+            size=row["size"],
+            stored_size=len(blob),
+            checksum=row["checksum"],
+            compression=read_header(blob).compression.value,
+            encrypted=bool(row["encrypted"]),
+            retention_expires_at=row["retention_expires_at"],
+            restored_from=source_id,
+        )
+        writes = []
+        for seq, put in folded.writes:
+            put_blob = self.codec.rebind(source_id, new, self._blob(seq, source_id))
+            writes.append((replace(put, stored_size=len(put_blob)), put_blob))
+        return new, created, blob, writes
+
+    def _blob(self, seq: int, checkpoint_id: str) -> bytes:
+        found = self.conn.execute("SELECT data FROM blobs WHERE seq = ?", (seq,)).fetchone()
+        if found is None:
+            raise IntegrityError("stored bytes are missing", checkpoint_id=checkpoint_id)
+        return bytes(found[0])
+
+    def _prune_session(self, command: cmd.PruneSession) -> int:
+        request = command.request
+        live = streams.session_checkpoints(self.conn, request.session_id)
+        # Newest first by timestamp, ties by creation order (the create event's seq).
+        newest = sorted(live, key=lambda item: (item[1].row["timestamp"], item[1].row["seq"]))
+        doomed = newest[: max(0, len(newest) - request.keep)]
+        for checkpoint_id, _ in sorted(doomed, key=lambda item: item[1].row["seq"]):
+            self._remove(checkpoint_id, command.context)
+        return len(doomed)
+
+    def _delete_by_metadata(self, command: cmd.DeleteByMetadata) -> int:
+        request = command.request
+        deleted = 0
+        for checkpoint_id in dict.fromkeys(command.candidates):
+            folded = streams.fold(self.conn, checkpoint_id)
+            if folded is None or not folded.live:
+                continue
+            row = folded.row
+            if request.session_id is not None and row["session_id"] != request.session_id:
+                continue
+            metadata = json.loads(row["metadata"])
+            if request.key not in metadata:
+                continue
+            if any(_same_scalar(metadata[request.key], value) for value in request.values):
+                self._remove(checkpoint_id, command.context)
+                deleted += 1
+        return deleted
+
     def _load(self, checkpoint_id: str) -> streams.Folded:
         folded = streams.fold(self.conn, checkpoint_id)
         if folded is None or not folded.live:
             raise NotFoundError("checkpoint", checkpoint_id)
         return folded
+
+
+def _new_writes(writes: tuple[Write, ...], before: frozenset[int]) -> list[Write]:
+    """The writes a put stores: an ``index >= 0`` not yet written for the task (``before``;
+    once), and the last of each ``index < 0`` (which replaces the one stored)."""
+    written = set(before)
+    last = {write.index: n for n, write in enumerate(writes) if write.index < 0}
+    kept = []
+    for n, write in enumerate(writes):
+        if write.index >= 0:
+            if write.index in written:
+                continue
+            written.add(write.index)
+        elif last[write.index] != n:
+            continue
+        kept.append(write)
+    return kept
+
+
+def _same_scalar(stored: object, wanted: object) -> bool:
+    """Scalar equality as JSON means it: numbers by value, a boolean only equals a boolean."""
+    if isinstance(stored, bool) or isinstance(wanted, bool):
+        return type(stored) is type(wanted) and stored == wanted
+    if isinstance(stored, int | float) and isinstance(wanted, int | float):
+        return stored == wanted
+    return isinstance(stored, str) and isinstance(wanted, str) and stored == wanted
 
 
 def _utc(dt: datetime) -> datetime:

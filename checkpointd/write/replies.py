@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from checkpointd.models import Checkpoint
+from checkpointd.results import CopySessionResult, PutWritesResult
 from checkpointd.write.commands import ExpiredStep
 from checkpointd.write.idempotency import Reply
 
@@ -73,3 +74,42 @@ def _checkpoint_wire(value: object) -> Mapping[str, Any]:
 
 def _revived(wire: Mapping[str, Any], snapshot: Mapping[str, Any] | None) -> Checkpoint:
     return replace(Checkpoint.from_wire(wire), snapshot=snapshot)
+
+
+def _put_writes_wire(value: object) -> Mapping[str, Any]:
+    assert isinstance(value, PutWritesResult)
+    return value.to_wire()
+
+
+async def _put_writes(reply: Mapping[str, Any]) -> PutWritesResult:
+    return PutWritesResult.from_wire(reply)
+
+
+PUT_WRITES = Reply(_put_writes_wire, _put_writes)
+"""A put_writes' reply: the checkpoint and how many writes it stored."""
+
+
+def _copied_wire(value: object) -> Mapping[str, Any]:
+    assert isinstance(value, CopySessionResult)
+    return value.to_wire()
+
+
+async def _copied(reply: Mapping[str, Any]) -> CopySessionResult:
+    return CopySessionResult.from_wire(reply)
+
+
+COPIED = Reply(_copied_wire, _copied)
+"""A copy_session's reply: how many checkpoints it copied, and their new ids."""
+
+
+def _count_wire(value: object) -> Mapping[str, Any]:
+    assert isinstance(value, int)
+    return {"deleted": value}
+
+
+async def _count(reply: Mapping[str, Any]) -> int:
+    return int(reply["deleted"])
+
+
+DELETED_COUNT = Reply(_count_wire, _count)
+"""A prune_session's or delete_by_metadata's reply: how many checkpoints it deleted."""

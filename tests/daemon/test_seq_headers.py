@@ -129,6 +129,13 @@ async def test_a_write_reply_carries_the_seq_of_its_last_event(wire: Wire) -> No
     last = ok(batch)["checkpoints"][-1]
     assert seq_of(batch) == await last_event_seq(wire, last["id"])
 
+    writes = [{"index": 0, "channel": "c", "value": 1}]
+    put = await wire.call(
+        "put_writes", {"checkpointId": created["id"], "taskId": "t", "writes": writes}
+    )
+    ok(put)
+    assert seq_of(put) == await last_event_seq(wire, created["id"])
+
 
 async def test_write_positions_increase_across_writes(wire: Wire) -> None:
     first, _ = await wire.create()
@@ -154,6 +161,7 @@ READS = [
     ("history", lambda ids: {"sessionId": "s-1"}),
     ("health", lambda ids: {}),
     ("verify", lambda ids: {}),
+    ("get_writes", lambda ids: {"checkpointId": ids[-1]}),
 ]
 
 

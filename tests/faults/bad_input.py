@@ -383,7 +383,7 @@ async def seed(nc: Client, prefix: str, ledger: Ledger) -> Seeded:
 
 def templates(ids: Seeded) -> dict[str, dict[str, Any]]:
     """A valid request body for every endpoint (writes that would destroy a seed are aimed
-    at ids that do not exist, restores are dry runs)."""
+    at ids, sessions and metadata that do not exist, restores are dry runs)."""
     return {
         "create": create_body(),
         "create_batch": {"checkpoints": [create_body("batched")]},
@@ -432,6 +432,23 @@ def templates(ids: Seeded) -> dict[str, dict[str, Any]]:
         "verify": {},
         "rebuild": {},
         "health": {},
+        "put_writes": {
+            "checkpointId": ids.a,
+            "taskId": "fuzz-task",
+            "taskPath": "~pull, fuzz",
+            "writes": [
+                {"index": 0, "channel": "messages", "value": {"text": "fuzz", "n": [1, 2]}},
+                {"index": -1, "channel": "__error__", "value": "fuzz error"},
+            ],
+        },
+        "get_writes": {"checkpointId": ids.a},
+        "copy_session": {"sourceSessionId": "fuzz-missing", "targetSessionId": "fuzz-copy"},
+        "prune_session": {"sessionId": "fuzz-missing", "keep": 1},
+        "delete_by_metadata": {
+            "key": "fuzz-missing-key",
+            "values": ["x", 1, True],
+            "sessionId": "fuzz-s",
+        },
         "download": {"id": "no-such-download", "index": 0},
     }
 
@@ -954,6 +971,18 @@ def hostile_filters() -> list[Case]:
     return found
 
 
+WRITING_VERBS = (
+    "create",
+    "create_batch",
+    "update",
+    "delete",
+    "delete_expired",
+    "restore",
+    "put_writes",
+    "copy_session",
+    "prune_session",
+    "delete_by_metadata",
+)
 MSG_IDS = ["", "x", " spaced ", "*", ">", "../x", "a.b", "ü", "\U0001f600", "x" * 256]
 MSG_IDS_LONG = ["x" * 1024, "y" * 10_240, "z" * 40_000]
 
@@ -962,7 +991,7 @@ def message_ids(bodies: Mapping[str, Any]) -> list[Case]:
     """Odd and huge ``Nats-Msg-Id`` headers on every writing verb (a retry of one id with
     another body is a 409; a long one a 400)."""
     found = []
-    for verb in ("create", "create_batch", "update", "delete", "delete_expired", "restore"):
+    for verb in WRITING_VERBS:
         for msg_id in [*MSG_IDS, *MSG_IDS_LONG]:
             headers = {MSG_ID: f"{verb}-{msg_id}" if msg_id else ""}
             found.append(case("msg-id", verb, bodies[verb], JSON, headers=headers))

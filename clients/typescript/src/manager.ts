@@ -96,7 +96,7 @@ const HEADROOM = 1024; // bytes of a chunk message left for its headers
 const LONG = 600_000; // ms a verify of a large log may take
 // Uploads this client has in progress at once: fewer than the daemon allows one connection (16).
 const UPLOADS_AT_ONCE = 8;
-const EVENT_TYPES = new Set(['*', 'created', 'updated', 'deleted', 'expired', 'restored']);
+const EVENT_TYPES = new Set(['*', 'created', 'updated', 'deleted', 'expired', 'restored', 'writes']);
 
 export class CheckpointManager {
   private readonly options: CheckpointManagerOptions;

@@ -288,7 +288,7 @@ export interface VerifyResult {
   [key: string]: unknown;
 }
 
-export type NotificationType = 'created' | 'updated' | 'deleted' | 'expired' | 'restored';
+export type NotificationType = 'created' | 'updated' | 'deleted' | 'expired' | 'restored' | 'writes';
 
 /** A notification published after a commit. */
 export interface Notification {
