@@ -16,6 +16,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -25,6 +26,8 @@ from checkpointd.daemon import nats_auth, run
 from checkpointd.daemon.settings import Settings, load
 from checkpointd.errors import CheckpointError, ConfigError, DatabaseInUseError
 from checkpointd.manager import CheckpointManager
+from checkpointd.storage.jetstream import JetStreamLog, cluster_size
+from checkpointd.storage.seed import import_log
 from checkpointd.transport import safe_url
 from checkpointd.verbs import Store, Work, checkpoints, logfile, operator, sessions
 from checkpointd.verbs.database import check_database
@@ -89,8 +92,42 @@ def _config(args: argparse.Namespace, settings: Settings) -> int:
     for warning in nats_auth.warnings(settings.nats):
         print(f"checkpointd: warning: {warning}", file=sys.stderr)
     where = args.config or "defaults and environment"
+    if settings.daemon.log_backend == "jetstream" and (code := _check_cluster(settings)):
+        return code
     print(f"config OK ({where}); database {settings.engine.database_path}; nats {_nats(settings)}")
     return 0
+
+
+def _check_cluster(settings: Settings) -> int:
+    """Can the NATS cluster hold ``jetstream_replicas`` copies? 78 if not; 0 if it can or
+    cannot be asked (a warning says so: the daemon's start checks again)."""
+    replicas = settings.daemon.jetstream_replicas
+    try:
+        size = asyncio.run(_cluster_size(settings))
+    except CheckpointError as exc:
+        print(
+            f"checkpointd: warning: jetstream_replicas not checked: {exc.message}",
+            file=sys.stderr,
+        )
+        return 0
+    if size is not None and replicas > size:
+        reason = f"the NATS cluster has {size} server{'s' if size > 1 else ''}"
+        print(
+            f"checkpointd: {ConfigError('jetstream_replicas', replicas, reason).message}",
+            file=sys.stderr,
+        )
+        return run.EXIT_CONFIG
+    return 0
+
+
+async def _cluster_size(settings: Settings) -> int | None:
+    nats = replace(settings.nats, connect_timeout=_CONNECT_WAIT)
+    assert nats.url is not None, "the jetstream backend requires nats.url"
+    nc = await run.connect(nats.url, nats, name="checkpointd-config-check")
+    try:
+        return await cluster_size(nc)
+    finally:
+        await nc.close()
 
 
 def _nats(settings: Settings) -> str:
@@ -100,6 +137,38 @@ def _nats(settings: Settings) -> str:
     authorization = nats_auth.embedded_authorization(nats)
     who = "no authentication" if authorization is None else authorization.kind
     return f"embedded on {nats.embedded_host}:{nats.embedded_port} ({who})"
+
+
+def _stream_import(args: argparse.Namespace, settings: Settings) -> int:
+    logs.configure("warning", "auto")
+    if not args.db:
+        print("checkpointd: stream-import needs --db FILE: the log to move", file=sys.stderr)
+        return 2
+    if settings.nats.url is None:
+        reason = "stream-import needs the NATS cluster's servers"
+        print(f"checkpointd: {ConfigError('nats.url', None, reason).message}", file=sys.stderr)
+        return run.EXIT_CONFIG
+    try:
+        check_database(args.db, may_create=False)
+        events, segments = asyncio.run(_import(args.db, settings))
+    except CheckpointError as exc:
+        return _failed(exc, args, {})
+    stream = settings.daemon.jetstream_stream
+    print(f"imported {events} events into stream {stream} ({segments} segments)")
+    return 0
+
+
+async def _import(path: str, settings: Settings) -> tuple[int, int]:
+    nats = replace(settings.nats, connect_timeout=settings.nats.connect_timeout or _CONNECT_WAIT)
+    assert nats.url is not None
+    nc = await run.connect(nats.url, nats, name="checkpointd-stream-import")
+    try:
+        daemon = settings.daemon
+        stream = JetStreamLog(nc, daemon.jetstream_stream, daemon.jetstream_replicas)
+        await stream.open()
+        return await import_log(stream, path)
+    finally:
+        await nc.close()
 
 
 # -- the store's verbs --------------------------------------------------------------------
@@ -236,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="json lines, console text, or auto (console on a terminal)",
     )  # fmt: skip
     serve.set_defaults(handler=_serve)
+
+    importer = sub.add_parser(
+        "stream-import", parents=[common],
+        help="move the embedded store's log (--db FILE, not in use) into an empty JetStream"
+        " stream (jetstream_stream on nats.url), hash chain intact",
+    )  # fmt: skip
+    importer.set_defaults(handler=_stream_import)
 
     config = sub.add_parser("config", parents=[common], help="check or show the configuration")
     config.add_argument(

@@ -115,6 +115,13 @@ class CheckpointClient:
         encoding: ``msgpack`` (default, compact) or ``json`` on the wire.
         request_timeout: seconds to wait for each reply.
         retries: how many times a request that got no reply is sent again (same message id).
+            With retries, a write that meets no responder or a 503 (a cluster's writer moving)
+            is sent again until ``request_timeout`` has passed.
+        attempt_timeout: seconds a write waits for each attempt's reply before it is sent
+            again (same message id), the later attempts waiting half as long again each time,
+            all within ``request_timeout``; None (the default) waits ``request_timeout`` for
+            each. With a cluster set it to about 2: a write whose daemon died or froze while
+            the writer lease moves is then sent again within seconds.
         connect_timeout: seconds ``open()`` may take before it gives up (UnavailableError).
         credentials_file, nkey_seed_file, token, user, password, tls: NATS authentication and
             TLS (an ``ssl.SSLContext``).
@@ -129,6 +136,7 @@ class CheckpointClient:
         encoding: str = "msgpack",
         request_timeout: float = 30.0,
         retries: int = 2,
+        attempt_timeout: float | None = None,
         connect_timeout: float = 10.0,
         credentials_file: str | None = None,
         nkey_seed_file: str | None = None,
@@ -141,11 +149,14 @@ class CheckpointClient:
     ) -> None:
         if encoding not in {"msgpack", "json"}:
             raise InvalidRequestError("must be msgpack or json", field="encoding")
+        if attempt_timeout is not None and not attempt_timeout > 0:
+            raise InvalidRequestError("must be positive seconds or None", field="attempt_timeout")
         self._url = nats_url
         self._prefix = prefix
         self._encoding = wire.MSGPACK if encoding == "msgpack" else wire.JSON
         self._timeout = request_timeout
         self._retries = retries
+        self._attempt_timeout = attempt_timeout
         self._connect_timeout = connect_timeout
         self._connect_options: dict[str, Any] = {
             "user_credentials": credentials_file,
@@ -503,16 +514,34 @@ class CheckpointClient:
             headers[wire.MSG_ID] = key
         subject = f"{self._prefix}.{verb}"
         attempts = self._retries + 1 if retry else 1
-        for attempt in range(attempts):
+        # A keyed write (with retries allowed) is sent again until ``wait`` has passed when it
+        # meets no responder or a 503 (a cluster's writer lease moving: nothing of it was
+        # applied) or, with an attempt timeout, no reply within it (its daemon died with it):
+        # its key makes every copy after the first return the first one's reply.
+        failover = key is not None and attempts > 1
+        first = self._attempt_timeout
+        # A request sent in chunks waits its whole timeout each time: resending is costly.
+        fits = len(payload) + wire.header_size(headers) <= nc.max_payload
+        short = failover and first is not None and fits
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        attempt = 0
+        while True:
+            share = wait
+            if short and first is not None:
+                share = _attempt_wait(first, attempt, deadline - loop.time())
             try:
-                return await self._exchange(nc, subject, payload, headers, wait)
+                return await self._exchange(nc, subject, payload, headers, share)
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
-                if attempt == attempts - 1:
+                if not _again(attempt, attempts, failover, deadline):
                     raise _unavailable(subject, exc, wait) from None
-                await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+            except UnavailableError:
+                if not _again(attempt, attempts, failover, deadline, counted=False):
+                    raise
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
                 raise UnavailableError("the NATS connection is closed") from None
-        raise AssertionError("unreachable")  # pragma: no cover
+            await asyncio.sleep(min(0.05 * 2**attempt, 0.5))
+            attempt += 1
 
     async def _exchange(
         self, nc: Client, subject: str, payload: bytes, headers: dict[str, str], wait: float
@@ -649,6 +678,24 @@ def _explain_unencodable(body: Mapping[str, Any]) -> None:
 
 def _key(given: str | None) -> str:
     return given if given is not None else uuid.uuid4().hex
+
+
+def _again(
+    attempt: int, attempts: int, failover: bool, deadline: float, *, counted: bool = True
+) -> bool:
+    """Whether a failed request is sent again: within its ``retries`` (``counted``), or, for
+    a keyed write, until its deadline (less the next pause)."""
+    if counted and attempt < attempts - 1:
+        return True
+    pause = min(0.05 * 2**attempt, 0.5)
+    return failover and asyncio.get_running_loop().time() + pause < deadline
+
+
+def _attempt_wait(first: float, attempt: int, remaining: float) -> float:
+    """The first two attempts wait ``first`` (a writer lease moves in about 3 s), each later one
+    half as long again: a slow but healthy daemon is not sent a copy every few seconds."""
+    share = first * 1.5 ** max(0, attempt - 1)
+    return max(0.001, min(remaining, share))
 
 
 def _unavailable(subject: str, exc: Exception, timeout: float) -> CheckpointError:

@@ -20,7 +20,7 @@ from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import structlog
 
@@ -90,6 +90,9 @@ from checkpointd.write import replies
 from checkpointd.write.encode import encode_create, encode_writes
 from checkpointd.write.idempotency import Idempotency, Reply, keyed, submit
 
+if TYPE_CHECKING:
+    from checkpointd.storage.replica import StreamReplica
+
 log = structlog.get_logger("checkpointd")
 
 _EVER_CREATED = "SELECT 1 FROM events WHERE stream = ? AND version = 1"
@@ -126,6 +129,7 @@ class CheckpointManager:
         on_commit: CommitListener | None = None,
         on_metrics: Callable[[dict[str, Any]], object] | None = None,
         cleanup_loop: bool = True,
+        replica: StreamReplica | None = None,
         **settings: Any,
     ) -> None:
         if config is not None and settings:
@@ -139,6 +143,7 @@ class CheckpointManager:
         self.config = config
         self._on_metrics = on_metrics
         self._cleanup_loop = cleanup_loop
+        self._replica = replica  # the daemon's, when the log's truth is a JetStream stream
         self._background = Background()
         self._collector: MetricsCollector | None = None
         self._streams: set[LocalNotificationStream] = set()
@@ -179,6 +184,7 @@ class CheckpointManager:
                 on_commit=functools.partial(_fan_out, self._listeners),
                 on_head=nudge,
                 reserve_path=self.config.views_file,
+                replica=self._replica,
             )
             stack.push_async_callback(writer.close)
             await writer.start()

@@ -49,7 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # Tests that run whole processes: daemons, nats-servers they stop, children they kill, the
 # README's code. Marked ``system``; ``pytest -m "not system" --hypothesis-profile=quick`` is
 # the quick loop (the README's test command runs everything, with Hypothesis's defaults).
-SYSTEM_TESTS = ("daemon", "faults", "test_crash.py", "test_readme.py")
+SYSTEM_TESTS = ("cluster", "daemon", "faults", "test_crash.py", "test_readme.py")
 hypothesis.settings.register_profile("quick", max_examples=10)
 
 

@@ -2,7 +2,11 @@
 
 Start-up order: open the store (which takes the database's writer lock), start the embedded
 nats-server (when no URL is set), connect, make sure no other store is served on the subject
-prefix (``discovery``: exit 78 if one is), serve, then tell systemd ``READY=1``.
+prefix (``discovery``: exit 78 if one is), serve, then tell systemd ``READY=1``. With
+``log_backend = "jetstream"`` NATS comes first instead (never the embedded server): the stream,
+its object store and lease bucket are set up, this daemon's copy of the log takes the store's
+identity from the stream and catches up with it, then reads are served and, while this daemon
+holds the writer lease, the writes (``checkpointd.daemon.cluster``).
 SIGTERM/SIGINT/SIGHUP: ``STOPPING=1``, stop taking requests, answer those in flight, publish
 what was committed, drain the connection, close the store, stop the embedded server, exit 0 —
 within ``shutdown_timeout``.
@@ -29,6 +33,7 @@ from nats.aio.client import Client
 
 from checkpointd import __version__, transport
 from checkpointd.daemon import nats_auth
+from checkpointd.daemon.cluster import Cluster, identity
 from checkpointd.daemon.discovery import check_prefix
 from checkpointd.daemon.embedded import EmbeddedNats
 from checkpointd.daemon.metrics import MetricsCollector
@@ -39,6 +44,9 @@ from checkpointd.daemon.systemd import notify, watchdog_interval
 from checkpointd.errors import CheckpointError, ConfigError, DatabaseInUseError, UnavailableError
 from checkpointd.loops import every
 from checkpointd.manager import CheckpointManager
+from checkpointd.storage.genesis import prepare_copy
+from checkpointd.storage.jetstream import JetStreamLog
+from checkpointd.storage.replica import StreamReplica
 from checkpointd.transport import barrier, safe_url
 
 _STATUS_EVERY = 1.0  # seconds between status lines while the views catch up
@@ -98,6 +106,7 @@ class Daemon:
         self._nc: Client | None = None
         self._status = ""
         self._tasks: asyncio.TaskGroup | None = None  # while it runs
+        self._cluster: Cluster | None = None  # with the log on a JetStream stream
 
     def request_stop(self, code: int = EXIT_OK) -> None:
         if not self._stop.is_set():
@@ -194,6 +203,8 @@ class Daemon:
         The watcher of an embedded server joins ``tasks``, which end before ``stack`` unwinds.
         """
         settings = self.settings
+        if settings.daemon.log_backend == "jetstream":
+            return await self._start_in_cluster(stack, tasks)
         state = _make_directories(settings)
         # The store first: its lock says at once whether another daemon serves this database.
         # The daemon runs the cleanup loop itself, once its service publishes what expires.
@@ -253,6 +264,82 @@ class Daemon:
             stack.callback(probes.detach)  # not ready from the moment the service stops
         return manager, service, nc, url
 
+    async def _start_in_cluster(
+        self, stack: contextlib.AsyncExitStack, tasks: asyncio.TaskGroup
+    ) -> tuple[CheckpointManager, CheckpointService, Client, str]:
+        """``_start`` with the log on a JetStream stream (``checkpointd.daemon.cluster``).
+
+        NATS comes first (the copy of the log takes the store's identity from the stream),
+        then the store over that copy, caught up with the stream; reads are served from then
+        on, the writes once the lease is taken (the lease loop, in ``tasks``).
+        """
+        settings, daemon = self.settings, self.settings.daemon
+        _make_directories(settings)
+        url = settings.nats.url
+        assert url is not None, "settings require nats.url with the jetstream backend"
+        notify(f"STATUS=connecting to NATS at {safe_url(url)}")
+        nc = await connect(
+            url,
+            settings.nats,
+            closed_cb=self._on_closed,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+        self._nc, self._status = nc, f"STATUS=serving on {safe_url(url)}"
+        stack.push_async_callback(_drain, nc)
+        stream = JetStreamLog(nc, daemon.jetstream_stream, daemon.jetstream_replicas)
+        await stream.open()
+        engine = settings.engine
+        await prepare_copy(stream, engine.database_path, engine.durability)
+        replica = StreamReplica(stream, asyncio.get_running_loop())
+        manager = CheckpointManager(engine, cleanup_loop=False, replica=replica)
+        await manager.open()
+        stack.push_async_callback(manager.close)
+        probes = await serve_probes(settings.http, manager, stack)
+        notify("STATUS=copying the log from the stream")
+        await replica.catch_up()
+        await _catch_up(manager)
+        try:
+            await check_prefix(nc, settings.nats.subject_prefix, await manager.store_id())
+        except ConfigError:
+            self.request_stop(EXIT_CONFIG)
+            raise
+        service = CheckpointService(
+            manager,
+            nc,
+            prefix=settings.nats.subject_prefix,
+            queue_group=settings.nats.queue_group,
+            max_inflight=daemon.max_inflight,
+            transfer_ttl=daemon.transfer_ttl,
+            transfer_idle_timeout=daemon.transfer_idle_timeout,
+            max_uploads=daemon.max_uploads,
+            max_uploads_per_connection=daemon.max_uploads_per_connection,
+            writes=False,
+            identity=identity(daemon.state_directory),
+            log_floor=lambda seq: replica.wait_for_head(seq, engine.read_timeout),
+        )
+
+        async def on_writer(writing: bool) -> None:
+            if not writing:
+                await service.stop_writes()
+                return
+            await service.start_writes()
+            if settings.engine.auto_cleanup:  # what expired while no daemon was the writer
+                tasks.create_task(_cleanup_now(manager), name="cleanup as the new writer")
+
+        cluster = Cluster(replica, nc, on_writer, daemon.state_directory)
+        self._cluster = cluster
+        # Unwound in reverse: the service stops (writes answered), then the lease is given up.
+        stack.push_async_callback(cluster.release)
+        stack.push_async_callback(service.stop)
+        await service.start()
+        if probes is not None:
+            probes.attach(service)
+            stack.callback(probes.detach)
+        tasks.create_task(cluster.lease_loop(), name="writer lease")
+        tasks.create_task(cluster.follow_loop(), name="stream follower")
+        return manager, service, nc, url
+
     def _loops(
         self,
         tasks: asyncio.TaskGroup,
@@ -265,7 +352,7 @@ class Daemon:
         if settings.engine.auto_cleanup:
             # At start too: what expired while the daemon was down goes now.
             interval = settings.engine.cleanup_interval
-            tasks.create_task(every(interval, manager.cleanup_once, "cleanup", now=True))
+            tasks.create_task(every(interval, self._cleanup(manager), "cleanup", now=True))
         if settings.engine.enable_metrics:
             collector = MetricsCollector(manager, service.metrics, extra=service.figures)
             subject = f"{settings.nats.subject_prefix}.metrics"
@@ -285,6 +372,16 @@ class Daemon:
                 notify("WATCHDOG=1")
 
             tasks.create_task(every(ping, watchdog, "watchdog"))
+
+    def _cleanup(self, manager: CheckpointManager) -> Callable[[], Awaitable[object]]:
+        """The cleanup step; in a cluster only the writer cleans up (the others' would fail)."""
+
+        async def cleanup() -> object:
+            if self._cluster is not None and not self._cluster.is_writer:
+                return 0
+            return await manager.cleanup_once()
+
+        return cleanup
 
     async def _watch(self, embedded: EmbeddedNats) -> None:
         """The embedded server is part of the daemon: if it dies, the daemon stops (69)."""
@@ -375,6 +472,13 @@ async def _catch_up(manager: CheckpointManager) -> None:
         log.info("views catching up", events=done, head=head)
         with contextlib.suppress(UnavailableError):
             await manager.wait_for_views(head, within=_STATUS_EVERY)
+
+
+async def _cleanup_now(manager: CheckpointManager) -> None:
+    try:
+        await manager.cleanup_once()
+    except Exception as exc:  # the next round of the cleanup loop tries again
+        log.warning("cleanup failed", error=type(exc).__name__)
 
 
 def _cannot_start(exc: CheckpointError, code: int) -> int:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -81,7 +82,16 @@ class CheckpointService:
         transfer_idle_timeout: float = 10.0,
         max_uploads: int = 256,
         max_uploads_per_connection: int = 16,
+        writes: bool = True,
+        identity: Mapping[str, str] | None = None,
+        log_floor: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
+        """``writes`` False: the write endpoints (and the upload, which only writes need) are
+        not subscribed until ``start_writes()`` (a cluster's daemon that is not the writer).
+        ``identity``: metadata naming this daemon in ``$SRV.INFO`` (with ``role``).
+        ``log_floor(seq)``: returns once the log has reached a read's ``Checkpointd-Min-Seq``
+        (a cluster's daemon may be behind the writer; reads answered from the log alone, such
+        as health and verify, would otherwise not wait for it, as the views' reads do)."""
         if not _PREFIX.fullmatch(prefix):
             raise InvalidRequestError(f"subject prefix {prefix!r} must be dot-separated tokens")
         self._manager = manager
@@ -98,6 +108,10 @@ class CheckpointService:
         )
         self._sweep_interval = min(_SWEEP_INTERVAL, transfer_idle_timeout)
         self._service: Service | None = None
+        self._writes_here = writes
+        self._identity = dict(identity or {})
+        self._log_floor = log_floor
+        self._writer_service: Service | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         # One entry per COMMIT (its notifications in seq order); ``_backlog`` counts the
         # notifications queued, which ``_NOTIFY_BACKLOG`` bounds.
@@ -161,32 +175,84 @@ class CheckpointService:
             sweeper.cancel()
 
     async def _add_service(self, store_id: str) -> None:
+        metadata = {"store_id": store_id, "prefix": self._prefix}
+        if self._identity:
+            metadata |= {**self._identity, "role": "reader"}
         service = await add_service(
             self._nc,
             name=SERVICE_NAME,
             version=__version__,
             description=DESCRIPTION,
-            metadata={"store_id": store_id, "prefix": self._prefix},
+            metadata=metadata,
             queue_group=self._queue_group,
         )
         self._service = service
         for verb in ENDPOINTS:
+            if self._writes_here or verb not in WRITES:
+                await service.add_endpoint(
+                    name=verb, subject=f"{self._prefix}.{verb}", handler=self._admitter(verb)
+                )
+        if self._writes_here:
             await service.add_endpoint(
-                name=verb, subject=f"{self._prefix}.{verb}", handler=self._admitter(verb)
+                name="upload", subject=f"{self._prefix}.upload", handler=self._upload
             )
+        # In a cluster every daemon gets every download request (a queue group of its own) and
+        # the one holding the download answers: a reply's chunks are where the reply was made.
+        alone = None if self._writes_here else f"{self._queue_group}-{uuid.uuid4().hex[:12]}"
+        await service.add_endpoint(
+            name="download",
+            subject=f"{self._prefix}.download",
+            handler=self._download,
+            queue_group=alone,
+        )
+        await barrier(self._nc)  # the endpoints answer once start() returns
+
+    async def start_writes(self) -> None:
+        """Subscribe the write endpoints and the upload, as a second service instance whose
+        ``$SRV.INFO`` metadata says ``role = "writer"`` (this daemon holds the writer lease).
+        Idempotent.
+
+        They are in a queue group of this instance's own, not the shared one: a paused writer's
+        subscriptions outlive its lease on the server (until its ping timeout), and a write
+        must then reach the new writer too, not one of the two in turn; the deposed one
+        refuses its copy (``NotWriterError``), unapplied.
+        """
+        if self._writes_here or self._writer_service is not None or self._service is None:
+            return
+        metadata = {**self._service.info().metadata, "role": "writer"}
+        service = await add_service(
+            self._nc,
+            name=SERVICE_NAME,
+            version=__version__,
+            description=DESCRIPTION,
+            metadata=metadata,
+            queue_group=f"{self._queue_group}-writer-{uuid.uuid4().hex[:12]}",
+        )
+        self._writer_service = service
+        for verb in sorted(WRITES):
+            if verb in ENDPOINTS:
+                await service.add_endpoint(
+                    name=verb, subject=f"{self._prefix}.{verb}", handler=self._admitter(verb)
+                )
         await service.add_endpoint(
             name="upload", subject=f"{self._prefix}.upload", handler=self._upload
         )
-        await service.add_endpoint(
-            name="download", subject=f"{self._prefix}.download", handler=self._download
-        )
-        await barrier(self._nc)  # the endpoints answer once start() returns
+        await barrier(self._nc)
+
+    async def stop_writes(self) -> None:
+        """Unsubscribe what ``start_writes`` subscribed; the requests already delivered are
+        still answered. Idempotent."""
+        service, self._writer_service = self._writer_service, None
+        if service is not None:
+            await _drain_endpoints(service)
+            await service.stop()
 
     async def stop(self) -> None:
         """Stop taking requests, answer the ones in flight, publish what was committed.
 
         Idempotent.
         """
+        await self.stop_writes()
         service, self._service = self._service, None
         if service is not None:
             await _drain_endpoints(service)
@@ -248,6 +314,12 @@ class CheckpointService:
             # are set: its context starts as a copy of the one start() subscribed in.
             consistency.min_seq.set(floor)
             consistency.answered_at.set(_UNANSWERED)
+            if (
+                self._log_floor is not None
+                and verb not in WRITES
+                and floor > self._manager.log_head
+            ):
+                await self._log_floor(floor)
             result = await ENDPOINTS[verb](self._manager, data, key)
             seq = consistency.answered_at.get()
             if seq == _UNANSWERED:  # answered from the log alone (health, verify, rebuild)
@@ -344,6 +416,9 @@ class CheckpointService:
         await self._answer(request, "upload", work)
 
     async def _download(self, request: Request) -> None:
+        if not self._writes_here and not self._holds_download(request):
+            return  # another daemon of the cluster holds it (or nobody: the caller times out)
+
         async def work(encoding: str) -> tuple[bytes, dict[str, str]]:
             data = wire.decode(request.data, encoding)
             index = data.get("index")
@@ -353,6 +428,13 @@ class CheckpointService:
             return chunk, {wire.CONTENT_TYPE: "application/octet-stream"}
 
         await self._answer(request, "download", work)
+
+    def _holds_download(self, request: Request) -> bool:
+        try:
+            data = wire.decode(request.data, wire.content_type(request.headers))
+        except CheckpointError:
+            return True  # answered with the error
+        return data.get("id") in self._transfers.downloads
 
     async def _sweep(self) -> None:
         """Free abandoned transfers even when no other transfer comes along."""

@@ -9,6 +9,7 @@ daemon exits 78 on it, before starting anything).
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -25,6 +26,9 @@ from checkpointd.transport import safe_url
 ENV_PREFIX = "CHECKPOINTD_"
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 _LOG_FORMATS = ("auto", "json", "console")
+_LOG_BACKENDS = ("sqlite", "jetstream")
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,200}")
+_MAX_REPLICAS = 5
 _MASK = "***"
 _FILES = ("credentials_file", "nkey_seed_file", "tls_ca_file", "tls_cert_file", "tls_key_file")
 # A check that involves two keys blames the second when the first was never set.
@@ -106,10 +110,22 @@ class DaemonSettings:
     transfer_idle_timeout: float = 10.0
     max_uploads: int = 256
     max_uploads_per_connection: int = 16
+    log_backend: str = "sqlite"
+    jetstream_stream: str = "CHECKPOINTD"
+    jetstream_replicas: int = 3
 
     def __post_init__(self) -> None:
         for f in fields(self):
             check_type(f.name, getattr(self, f.name), f.type)
+        if self.log_backend not in _LOG_BACKENDS:
+            reason = f"must be one of {', '.join(_LOG_BACKENDS)}"
+            raise ConfigError("log_backend", self.log_backend, reason)
+        if not _STREAM_NAME.fullmatch(self.jetstream_stream):
+            reason = "must be letters, digits, '_' and '-' (a JetStream stream name), 1-200"
+            raise ConfigError("jetstream_stream", self.jetstream_stream, reason)
+        if not 1 <= self.jetstream_replicas <= _MAX_REPLICAS:
+            reason = f"must be 1 to {_MAX_REPLICAS} (JetStream keeps at most 5 copies)"
+            raise ConfigError("jetstream_replicas", self.jetstream_replicas, reason)
         if not self.state_directory:
             raise ConfigError("state_directory", self.state_directory, "must not be empty")
         if self.log_level not in _LOG_LEVELS:
@@ -336,11 +352,18 @@ def _build(values: dict[str, Any], origin: dict[str, str], env: Mapping[str, str
         nats = NatsSettings(**section(_NATS, "nats."))
         http = HttpSettings(**section(_HTTP, "http."))
         _check_secrets(engine, nats)
+        _check_backend(daemon, nats)
     except ConfigError as exc:
         source = origin.get(exc.key) or origin.get(_RELATED.get(exc.key, ""), "default")
         value = values.get(exc.key)
         raise SettingsError(source, exc.key, _mask(exc.key, value), exc.reason) from None
     return Settings(engine, daemon, nats, http)
+
+
+def _check_backend(daemon: DaemonSettings, nats: NatsSettings) -> None:
+    if daemon.log_backend == "jetstream" and nats.url is None:
+        reason = "needs nats.url: the NATS cluster's servers (nats://a,nats://b,nats://c)"
+        raise ConfigError("log_backend", daemon.log_backend, reason)
 
 
 def _check_secrets(engine: Config, nats: NatsSettings) -> None:

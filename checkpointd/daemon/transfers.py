@@ -62,6 +62,10 @@ class Downloads:
     def __len__(self) -> int:
         return len(self._offers)
 
+    def __contains__(self, download_id: object) -> bool:
+        """Whether ``download_id`` is on offer here (a cluster's daemons hold their own)."""
+        return download_id in self._offers
+
     @property
     def held(self) -> int:
         """Bytes held by the downloads on offer."""

@@ -30,17 +30,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
 from checkpointd import consistency, faults
 from checkpointd.errors import CheckpointError, InternalError, StorageError, UnavailableError
 from checkpointd.events.types import EventRecord, EventType
+from checkpointd.storage.replica import ReplicationError
 from checkpointd.storage.sqlite import BUSY_TIMEOUT_MS, translate
 from checkpointd.write import commands as cmd
 from checkpointd.write.commands import Command
 from checkpointd.write.handler import CommandHandler, Outcome, PartialWriteError
+
+if TYPE_CHECKING:
+    from checkpointd.storage.replica import StreamReplica
 
 log = structlog.get_logger("checkpointd.writer")
 
@@ -91,8 +95,11 @@ class GroupCommitWriter:
         on_commit: CommitListener | None = None,
         on_head: Callable[[int], None] | None = None,
         reserve_path: str | None = None,
+        replica: StreamReplica | None = None,
     ) -> None:
         self._open_handler = open_handler
+        # With the log on a JetStream stream: ships each group before its COMMIT.
+        self._replica = replica
         self._max_group = max_group
         self._on_commit = on_commit
         self._on_head = on_head
@@ -118,6 +125,9 @@ class GroupCommitWriter:
         self._thread.start()
         self._handler = await self._exclusive(self._open_handler)
         self.head = self._handler.seq
+        if self._replica is not None:
+            replica = self._replica
+            await self._exclusive(lambda: replica.open(self))
 
     @property
     def handler(self) -> CommandHandler:
@@ -161,6 +171,25 @@ class GroupCommitWriter:
         if self._closing or handler is None:
             raise UnavailableError("the checkpoint store is closed")
         return await self._exclusive(lambda: fn(handler))
+
+    async def advance(self, fn: Callable[[CommandHandler], int], *, removed: bool = False) -> int:
+        """Run ``fn(handler)`` alone on the writer thread, where it appends events that no
+        command of this writer appended (a replica applying the log's stream) and returns
+        the new head: the head advances and the views are nudged as after a COMMIT; when
+        it ``removed`` rows, the WAL is truncated as after a group that removed snapshots."""
+
+        def run(handler: CommandHandler) -> int:
+            head = fn(handler)
+            if removed and self._truncate_at is None:
+                self._truncate_at = time.monotonic() + WAL_TRUNCATE_DELAY
+            return head
+
+        head = await self.exclusive(run)
+        if head > self.head:
+            self.head = head
+            if self._on_head is not None:
+                self._on_head(head)
+        return head
 
     async def _exclusive(self, fn: Callable[[], T]) -> T:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -313,11 +342,17 @@ class GroupCommitWriter:
             conn.execute("BEGIN IMMEDIATE")
             outcomes = [handler.handle(command) for command in commands]
             faults.crash_point("after-append-before-commit")
+            if self._replica is not None:
+                self._replica.publish(handler)  # acknowledged by the stream, or raises
             conn.execute("COMMIT")
         except Exception as exc:
             if not _recover(handler):
                 unusable = UnavailableError("the database is unusable")
                 return [Outcome(error=unusable, seq=handler.seq) for _ in commands]
+            if isinstance(exc, ReplicationError):
+                # Not shipped: the whole group fails as one (retrying its commands one by
+                # one would meet the same stream), and nothing of it was acknowledged.
+                return [Outcome(error=exc, seq=handler.seq) for _ in commands]
             if len(commands) > 1:
                 return [self._commit([command])[0] for command in commands]
             error = _as_checkpoint_error(exc)
