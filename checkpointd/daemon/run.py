@@ -230,15 +230,7 @@ class Daemon:
         if settings.nats.url is not None:
             # Until NATS answers (the daemon waits for it, retrying every second).
             notify(f"STATUS=connecting to NATS at {safe_url(url)}")
-        nc = await connect(
-            url,
-            settings.nats,
-            closed_cb=self._on_closed,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-        )
-        self._nc, self._status = nc, f"STATUS=serving on {safe_url(url)}"
-        stack.push_async_callback(_drain, nc)
+        nc = await self._connect(url, stack)
         # Another store on this prefix would get half the writes: refuse (78) before serving.
         try:
             await check_prefix(nc, settings.nats.subject_prefix, await manager.store_id())
@@ -264,6 +256,20 @@ class Daemon:
             stack.callback(probes.detach)  # not ready from the moment the service stops
         return manager, service, nc, url
 
+    async def _connect(self, url: str, stack: contextlib.AsyncExitStack) -> Client:
+        """Connect (waiting for NATS as long as the settings say); drained when ``stack``
+        unwinds."""
+        nc = await connect(
+            url,
+            self.settings.nats,
+            closed_cb=self._on_closed,
+            disconnected_cb=self._on_disconnected,
+            reconnected_cb=self._on_reconnected,
+        )
+        self._nc, self._status = nc, f"STATUS=serving on {safe_url(url)}"
+        stack.push_async_callback(_drain, nc)
+        return nc
+
     async def _start_in_cluster(
         self, stack: contextlib.AsyncExitStack, tasks: asyncio.TaskGroup
     ) -> tuple[CheckpointManager, CheckpointService, Client, str]:
@@ -278,15 +284,7 @@ class Daemon:
         url = settings.nats.url
         assert url is not None, "settings require nats.url with the jetstream backend"
         notify(f"STATUS=connecting to NATS at {safe_url(url)}")
-        nc = await connect(
-            url,
-            settings.nats,
-            closed_cb=self._on_closed,
-            disconnected_cb=self._on_disconnected,
-            reconnected_cb=self._on_reconnected,
-        )
-        self._nc, self._status = nc, f"STATUS=serving on {safe_url(url)}"
-        stack.push_async_callback(_drain, nc)
+        nc = await self._connect(url, stack)
         stream = JetStreamLog(nc, daemon.jetstream_stream, daemon.jetstream_replicas)
         await stream.open()
         engine = settings.engine

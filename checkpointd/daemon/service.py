@@ -174,18 +174,21 @@ class CheckpointService:
             self._publisher.cancel()
             sweeper.cancel()
 
-    async def _add_service(self, store_id: str) -> None:
-        metadata = {"store_id": store_id, "prefix": self._prefix}
-        if self._identity:
-            metadata |= {**self._identity, "role": "reader"}
-        service = await add_service(
+    async def _new_service(self, metadata: dict[str, str], queue_group: str) -> Service:
+        return await add_service(
             self._nc,
             name=SERVICE_NAME,
             version=__version__,
             description=DESCRIPTION,
             metadata=metadata,
-            queue_group=self._queue_group,
+            queue_group=queue_group,
         )
+
+    async def _add_service(self, store_id: str) -> None:
+        metadata = {"store_id": store_id, "prefix": self._prefix}
+        if self._identity:
+            metadata |= {**self._identity, "role": "reader"}
+        service = await self._new_service(metadata, self._queue_group)
         self._service = service
         for verb in ENDPOINTS:
             if self._writes_here or verb not in WRITES:
@@ -220,14 +223,8 @@ class CheckpointService:
         if self._writes_here or self._writer_service is not None or self._service is None:
             return
         metadata = {**self._service.info().metadata, "role": "writer"}
-        service = await add_service(
-            self._nc,
-            name=SERVICE_NAME,
-            version=__version__,
-            description=DESCRIPTION,
-            metadata=metadata,
-            queue_group=f"{self._queue_group}-writer-{uuid.uuid4().hex[:12]}",
-        )
+        queue_group = f"{self._queue_group}-writer-{uuid.uuid4().hex[:12]}"
+        service = await self._new_service(metadata, queue_group)
         self._writer_service = service
         for verb in sorted(WRITES):
             if verb in ENDPOINTS:
