@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +47,19 @@ class NatsServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+@contextlib.contextmanager
+def jetstream_server(max_payload: int) -> Iterator[NatsServer]:
+    """A lone nats-server with JetStream on, its store in a scratch directory removed after."""
+    with tempfile.TemporaryDirectory(prefix="js-") as scratch:
+        config = Path(scratch) / "nats.conf"
+        config.write_text(f"max_payload: {max_payload}\njetstream {{ store_dir: {scratch!r} }}\n")
+        server = start_nats_server(config=config)
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 def start_nats_server(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +20,8 @@ from typing import Any
 import nats
 import pytest
 from nats.aio.client import Client
-from natsserver import NatsServer, start_nats_server
+from natsserver import NatsServer
+from natsserver import jetstream_server as lone_jetstream_server
 
 from checkpointd.daemon.cluster import Cluster
 from checkpointd.daemon.settings import SettingsError, load
@@ -45,12 +45,8 @@ BIG = random.Random(0).randbytes(3 * MAX_PAYLOAD).hex()  # compresses less than 
 @pytest.fixture(scope="module")
 def jetstream_server() -> Iterator[NatsServer]:
     """A nats-server with JetStream on, its store in a scratch directory."""
-    with tempfile.TemporaryDirectory(prefix="js-") as scratch:
-        config = Path(scratch) / "nats.conf"
-        config.write_text(f"max_payload: {MAX_PAYLOAD}\njetstream {{ store_dir: {scratch!r} }}\n")
-        server = start_nats_server(config=config)
+    with lone_jetstream_server(MAX_PAYLOAD) as server:
         yield server
-        server.stop()
 
 
 class Node:

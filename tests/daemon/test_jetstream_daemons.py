@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,8 @@ from typing import Any
 
 import nats
 import pytest
-from natsserver import NatsServer, start_nats_server
+from natsserver import NatsServer
+from natsserver import jetstream_server as lone_jetstream_server
 
 from checkpointd import CheckpointClient, CheckpointManager
 from checkpointd.daemon.run import EXIT_CONFIG
@@ -33,12 +33,9 @@ BIG = {"blob": random.Random(1).randbytes(2 * MAX_PAYLOAD).hex()}  # past max_pa
 
 @pytest.fixture(scope="module")
 def jetstream_server() -> Iterator[NatsServer]:
-    with tempfile.TemporaryDirectory(prefix="js-") as scratch:
-        config = Path(scratch) / "nats.conf"
-        config.write_text(f"max_payload: {MAX_PAYLOAD}\njetstream {{ store_dir: {scratch!r} }}\n")
-        server = start_nats_server(config=config)
+    """A nats-server with JetStream on, its store in a scratch directory."""
+    with lone_jetstream_server(MAX_PAYLOAD) as server:
         yield server
-        server.stop()
 
 
 @pytest.fixture
