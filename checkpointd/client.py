@@ -41,6 +41,7 @@ from checkpointd.errors import (
     InvalidRequestError,
     NotFoundError,
     UnavailableError,
+    WriterMovedError,
 )
 from checkpointd.models import (
     Checkpoint,
@@ -115,7 +116,7 @@ class CheckpointClient:
         encoding: ``msgpack`` (default, compact) or ``json`` on the wire.
         request_timeout: seconds to wait for each reply.
         retries: how many times a request that got no reply is sent again (same message id).
-            With retries, a write that meets no responder or a 503 (a cluster's writer moving)
+            With retries, a write that meets no responder or a cluster's "writer moved" 503
             is sent again until ``request_timeout`` has passed.
         attempt_timeout: seconds a write waits for each attempt's reply before it is sent
             again (same message id), the later attempts waiting half as long again each time,
@@ -515,9 +516,10 @@ class CheckpointClient:
         subject = f"{self._prefix}.{verb}"
         attempts = self._retries + 1 if retry else 1
         # A keyed write (with retries allowed) is sent again until ``wait`` has passed when it
-        # meets no responder or a 503 (a cluster's writer lease moving: nothing of it was
-        # applied) or, with an attempt timeout, no reply within it (its daemon died with it):
-        # its key makes every copy after the first return the first one's reply.
+        # meets no responder or a WriterMovedError (a cluster's writer lease moving: nothing of
+        # it was applied) or, with an attempt timeout, no reply within it (its daemon died with
+        # it): its key makes every copy after the first return the first one's reply. Any other
+        # 503 (a full disk, a closing store) is raised at once.
         failover = key is not None and attempts > 1
         first = self._attempt_timeout
         # A request sent in chunks waits its whole timeout each time: resending is costly.
@@ -535,7 +537,7 @@ class CheckpointClient:
             except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
                 if not _again(attempt, attempts, failover, deadline):
                     raise _unavailable(subject, exc, wait) from None
-            except UnavailableError:
+            except WriterMovedError:
                 if not _again(attempt, attempts, failover, deadline, counted=False):
                     raise
             except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):

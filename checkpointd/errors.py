@@ -10,6 +10,7 @@ The tree::
     ├── TooLargeError                too_large    413
     ├── IntegrityError               integrity    422
     ├── UnavailableError             unavailable  503
+    │   ├── WriterMovedError         unavailable  503 (a cluster's writer moved; retried)
     │   ├── StorageError             unavailable  503
     │   └── DatabaseInUseError       unavailable  503 (at open; the daemon exits 75)
     └── InternalError                internal     500
@@ -124,6 +125,13 @@ class UnavailableError(CheckpointError):
 
     code = "unavailable"
     status = 503
+
+
+class WriterMovedError(UnavailableError):
+    """A cluster's write was not applied because the daemon that got it is not (or no longer)
+    the log's writer, or the stream did not take its append. Nothing of it was applied: sent
+    again with the same idempotency key, it reaches the writer (``CheckpointClient`` does so).
+    Over NATS its 503 carries the header ``Checkpointd-Retry: writer``."""
 
 
 class StorageError(UnavailableError):

@@ -16,7 +16,14 @@ from typing import Any
 
 import msgpack
 
-from checkpointd.errors import ERRORS_BY_CODE, CheckpointError, InternalError, InvalidRequestError
+from checkpointd.errors import (
+    ERRORS_BY_CODE,
+    CheckpointError,
+    InternalError,
+    InvalidRequestError,
+    UnavailableError,
+    WriterMovedError,
+)
 
 JSON = "application/json"
 MSGPACK = "application/msgpack"
@@ -34,6 +41,8 @@ SEQ = "Checkpointd-Seq"
 """On every reply to a request: the log position the request was answered at."""
 MIN_SEQ = "Checkpointd-Min-Seq"
 """On a request: the log position its reads must reflect at least (0, or absent: no floor)."""
+RETRY = "Checkpointd-Retry"
+"""On a 503: ``writer`` when the write was not applied because a cluster's writer moved."""
 
 MAX_DEPTH = 64  # nesting of objects and arrays in a request body
 _SNAPSHOT_FIELDS = frozenset({"snapshot", "currentState"})
@@ -140,6 +149,8 @@ def error_reply(error: CheckpointError, encoding: str) -> tuple[bytes, dict[str,
         ERROR_CODE: str(error.status),
         CONTENT_TYPE: encoding,
     }
+    if isinstance(error, WriterMovedError):
+        headers[RETRY] = "writer"
     return encode(_valid_text(error.to_wire()), encoding), headers
 
 
@@ -184,6 +195,8 @@ def raise_for_reply(body: bytes, headers: Mapping[str, str] | None) -> None:
     except InvalidRequestError:
         pass
     cls = ERRORS_BY_CODE.get(str(code)) or _BY_STATUS.get(headers[ERROR_CODE], InternalError)
+    if cls is UnavailableError and headers.get(RETRY) == "writer":
+        cls = WriterMovedError
     raise cls.from_wire(message)
 
 

@@ -20,8 +20,10 @@ from checkpointd.errors import (
     InternalError,
     InvalidRequestError,
     NotFoundError,
+    StorageError,
     TooLargeError,
     UnavailableError,
+    WriterMovedError,
 )
 
 ENCODINGS = [wire.JSON, wire.MSGPACK]
@@ -302,6 +304,22 @@ def test_raise_for_reply_raises_the_class_by_code(encoding: str, code: str) -> N
         wire.raise_for_reply(body, headers)
     assert type(raised.value) is ERRORS_BY_CODE[code]
     assert raised.value.message == message
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_only_a_write_the_moving_writer_did_not_apply_is_marked_for_a_retry(encoding: str) -> None:
+    """A cluster's "writer moved" 503 carries Checkpointd-Retry and comes back as
+    WriterMovedError (which the client sends again); a full disk's 503 does neither."""
+    body, headers = wire.error_reply(WriterMovedError("not the writer; retry"), encoding)
+    assert headers[wire.ERROR_CODE] == "503"
+    assert headers["Checkpointd-Retry"] == "writer"
+    with pytest.raises(WriterMovedError):
+        wire.raise_for_reply(body, headers)
+    body, headers = wire.error_reply(StorageError("storage is full"), encoding)
+    assert "Checkpointd-Retry" not in headers
+    with pytest.raises(UnavailableError) as raised:
+        wire.raise_for_reply(body, headers)
+    assert type(raised.value) is UnavailableError
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from checkpointd.errors import IntegrityError, UnavailableError
+from checkpointd.errors import IntegrityError, UnavailableError, WriterMovedError
 from checkpointd.events import store
 from checkpointd.events.types import EventRecord
 from checkpointd.storage import capture
@@ -52,7 +52,7 @@ _EVENT_FIELDS = (
 )  # fmt: skip
 
 
-class ReplicationError(UnavailableError):
+class ReplicationError(WriterMovedError):
     """The group could not be shipped to the stream: it is rolled back, nothing acknowledged."""
 
 
