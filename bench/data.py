@@ -25,7 +25,7 @@ def session_of(i: int) -> str:
 
 
 def snapshot(i: int) -> dict[str, Any]:
-    """About 1 KB as JSON (817 bytes of canonical msgpack), the seed's snapshot schema."""
+    """About 1 KB as JSON (817 bytes of canonical msgpack), the original API's snapshot schema."""
     return {
         "sessions": [session_of(i)],
         "state": {

@@ -27,7 +27,7 @@ from checkpointd.daemon.settings import Settings, load
 from checkpointd.errors import CheckpointError, ConfigError, DatabaseInUseError
 from checkpointd.manager import CheckpointManager
 from checkpointd.storage.jetstream import JetStreamLog, cluster_size
-from checkpointd.storage.seed import import_log
+from checkpointd.storage.stream_import import import_log
 from checkpointd.transport import safe_url
 from checkpointd.verbs import Store, Work, checkpoints, logfile, operator, sessions
 from checkpointd.verbs.database import check_database

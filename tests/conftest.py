@@ -124,7 +124,7 @@ async def manager(open_manager: OpenManager) -> CheckpointManager:
     """An open CheckpointManager on ``tmp_path/cp.db`` with the fake clock; closed at teardown.
 
     It holds an encryption key but does not encrypt by default, so a create may ask for
-    ``encrypted=True`` per checkpoint (as the seed's full example does).
+    ``encrypted=True`` per checkpoint (as the original API's full example does).
     """
     return await open_manager(encryption_key=TEST_KEY)
 

@@ -1,4 +1,4 @@
-"""The wire's names as DESIGN section 6 spells them, for tests that speak raw NATS.
+"""The wire's names as docs/protocol.md spells them, for tests that speak raw NATS.
 
 Written out here rather than imported from ``checkpointd.wire``: a change there that breaks
 the contract must fail the tests, not move them along with it.

@@ -1,4 +1,5 @@
-"""The checkpoint API's flows and semantics, as the seed document and DESIGN sections 3-5 give them.
+"""The checkpoint API's flows and semantics, as the original API document
+and the API contract in the README and docs/protocol.md give them.
 
 Tests on ``store`` use only the public API, so the contract suite can run them over NATS too;
 tests on ``manager`` also look into the SQLite file.
@@ -50,7 +51,7 @@ async def new_checkpoint(store: Store, name: str = "cp", session_id: str = "s-1"
 
 
 async def chain(store: Store, base: Checkpoint, configs: list[dict[str, Any]]) -> list[Checkpoint]:
-    """The seed's ``createCheckpointChain``: each link names the previous one twice."""
+    """The original API's ``createCheckpointChain``: each link names the previous one twice."""
     links: list[Checkpoint] = []
     for config in configs:
         checkpoint = await store.create(
@@ -121,7 +122,7 @@ async def test_create_with_keyword_arguments(store: Store) -> None:
 
 
 async def test_create_with_the_seeds_mapping(store: Store) -> None:
-    """The seed's minimal camelCase mapping creates a checkpoint with normal priority."""
+    """The original API's minimal camelCase mapping creates a checkpoint with normal priority."""
     taken = datetime(2024, 5, 1, 9, 30, tzinfo=UTC)
     cp = await store.create(
         {
@@ -160,7 +161,7 @@ async def test_create_keeps_the_instant_of_an_offset_timestamp(store: Store) -> 
 
 
 async def test_flat_optional_fields_land_in_metadata(store: Store) -> None:
-    """The seed's optional fields given at the top level are stored inside metadata."""
+    """The original API's optional fields given at the top level are stored inside metadata."""
     cp = await store.create(
         {
             "name": "flat",
@@ -205,7 +206,7 @@ async def test_flat_fields_merge_with_metadata(store: Store) -> None:
 
 
 async def test_the_seeds_full_example(store: Store) -> None:
-    """The seed's full create, with createdBy, checksum, size, compressed, encrypted, retention."""
+    """The original full create: createdBy, checksum, size, compressed, encrypted, retention."""
     snapshot = {
         "sessions": ["s-1"],
         "state": {
@@ -324,7 +325,7 @@ async def test_get_without_snapshot(store: Store) -> None:
 
 
 async def test_list_filters_by_metadata_and_compression(store: Store) -> None:
-    """The seed's filter selects the session's compressed checkpoints of one feature."""
+    """The original API's filter selects the session's compressed checkpoints of one feature."""
     wanted = await new_checkpoint(store, "wanted", snapshot=compressible("a"), feature="auth")
     await new_checkpoint(
         store, "plain", snapshot=compressible("b"), feature="auth", compressed=False
@@ -421,7 +422,7 @@ async def test_list_page_size_1000_is_allowed(store: Store) -> None:
 
 
 async def test_list_with_the_seeds_options_mapping(store: Store) -> None:
-    """The seed's options object (where, params, orderBy, pagination) filters, sorts and pages."""
+    """The original API's options (where, params, orderBy, pagination) filter, sort and page."""
     start = datetime(2024, 1, 1, tzinfo=UTC)
     auth = [
         await new_checkpoint(
@@ -485,7 +486,7 @@ async def test_list_with_snapshots(store: Store, order_by: Any) -> None:
 
 
 async def test_update_replaces_metadata_whole(store: Store) -> None:
-    """The seed's update: metadata is replaced as a whole and the version goes up by one."""
+    """The original API's update: metadata is replaced as a whole and the version goes up by one."""
     cp = await new_checkpoint(
         store, metadata={"feature": "auth", "author": "dev-1", "tags": ["stable"]}
     )
@@ -703,7 +704,7 @@ async def test_verify_log_of_a_healthy_store(store: Store) -> None:
 
 
 async def test_lineage_of_the_seeds_chain(store: Store) -> None:
-    """The seed's checkpoint chain: ancestors and descendants nearest first."""
+    """The original API's checkpoint chain: ancestors and descendants nearest first."""
     base = await new_checkpoint(store, "base")
     links = await chain(
         store,
@@ -808,7 +809,7 @@ async def test_parent_that_never_existed(store: Store) -> None:
     assert (await store.history()).events == ()
 
 
-# -- the seed's complete example ----------------------------------------------------------------
+# -- the original API's complete example -----------------------------------------------------------
 
 MILESTONES: list[dict[str, Any]] = [
     {
@@ -837,7 +838,7 @@ MILESTONES: list[dict[str, Any]] = [
 
 
 async def test_the_seeds_complete_example(store: Store) -> None:
-    """The seed's walkthrough: create milestones, search, stats, restore, clean up old ones."""
+    """The original API's walkthrough: milestones, search, stats, restore, clean up old ones."""
     taken = datetime.now(UTC) - timedelta(days=10)
     created = [
         await store.create(

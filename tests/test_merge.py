@@ -175,7 +175,7 @@ def conflict_paths(result: MergeResult) -> list[str]:
     return [conflict.path for conflict in result.conflicts]
 
 
-# --- strategies on the seed's snapshot shape -----------------------------------------------------
+# --- strategies on the original API's snapshot shape ----------------------------------------------
 
 
 def test_overwrite_takes_the_checkpoint_state_and_reports_every_difference() -> None:

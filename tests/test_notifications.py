@@ -1,4 +1,5 @@
-"""Notifications: subjects and bodies of what committed commands tell subscribers (DESIGN 6).
+"""Notifications: subjects and bodies of what committed commands tell
+subscribers (docs/protocol.md).
 
 The input is real: a CheckpointManager runs the commands and a commit listener collects what
 the writer committed; ``notifications()`` turns that into ``(subject, body)`` pairs.

@@ -1,4 +1,4 @@
-"""What a program ported from the seed's TypeScript API relies on, line by line.
+"""What a program ported from the original API's TypeScript API relies on, line by line.
 
 Tests on ``store`` run against CheckpointManager and, over a real NATS server, CheckpointClient
 (the contract suite); tests on ``manager`` cover what only exists in-process (settings, the
@@ -85,7 +85,8 @@ SEED_SNAPSHOT = {
 
 
 async def test_metadata_inside_the_snapshot_is_lifted(store: Store) -> None:
-    """Without metadata of its own, a create takes the seed's keys of snapshot.metadata as its
+    """Without metadata of its own, a create takes the original API's keys of
+    snapshot.metadata as its
     metadata (the others stay snapshot content) and stores the snapshot unchanged."""
     cp = await make(store, "milestone", snapshot=SEED_SNAPSHOT)
     expected = {k: v for k, v in SEED_SNAPSHOT["metadata"].items() if k != "version"}
@@ -187,11 +188,11 @@ async def test_a_batch_reusing_an_existing_id_writes_nothing(store: Store) -> No
     assert await store.get_checkpoint("new") is None
 
 
-# -- the seed's configuration mapping ------------------------------------------------------------
+# -- the original API's configuration mapping ------------------------------------------------------
 
 
 async def test_the_seeds_configuration_mapping_is_accepted(tmp_path: Path) -> None:
-    """CheckpointManager({...}) takes the seed's camelCase configuration, durations in ms."""
+    """CheckpointManager({...}) takes the original API's camelCase configuration (ms)."""
     manager = CheckpointManager(
         {
             "databasePath": str(tmp_path / "orchestration.db"),
@@ -505,7 +506,7 @@ async def test_a_chain_depth_that_disagrees_is_refused(
 
 
 async def test_an_agreeing_chain_depth_is_kept(store: Store) -> None:
-    """The seed's chain (chainDepth: chain.length + 1) and a root's chainDepth 0 are accepted."""
+    """The original chain (chainDepth: chain.length + 1) and a root's chainDepth 0 are accepted."""
     root = await make(store, "root", metadata={"chainDepth": 0})
     child = await make(store, "c", metadata={"parentCheckpoint": root.id, "chainDepth": 1})
     assert (root.metadata["chainDepth"], child.metadata["chainDepth"]) == (0, 1)

@@ -1,6 +1,7 @@
 """Restore, lineage and diff: putting a session back at a checkpoint's state, and what that leaves.
 
-DESIGN section 4: a restore combines the target session's current state (``current_state`` in
+As documented (README, docs/protocol.md):
+a restore combines the target session's current state (``current_state`` in
 the request, else the session's newest checkpoint or last restore) with the checkpoint's state by
 ``overwrite`` (the default), ``merge`` (checkpoint wins) or ``keep-original`` (current wins),
 reporting every conflicting path. It validates before writing, and writes the optional backup
@@ -398,11 +399,11 @@ async def test_agreeing_strategies_are_accepted(store: Store) -> None:
     assert both.state == alone.state == KEPT
 
 
-# -- the seed's options mapping ----------------------------------------------------------------
+# -- the original API's options mapping ------------------------------------------------------------
 
 
 async def test_the_seeds_options_mapping(store: Store) -> None:
-    """The seed's RestoreOptions mapping merges, backs up and validates as it says."""
+    """The original API's RestoreOptions mapping merges, backs up and validates as it says."""
     saved = await saved_then_current(store)
     result = await store.restore_checkpoint(
         saved.id,
@@ -495,7 +496,7 @@ async def test_a_three_parameter_resolver_gets_the_path(manager: CheckpointManag
 
 
 async def test_a_resolver_in_the_options_mapping(manager: CheckpointManager) -> None:
-    """conflictResolution.customResolver in the seed's mapping works like the keyword."""
+    """conflictResolution.customResolver in the original API's mapping works like the keyword."""
     saved = await make(manager, "saved", "s-1", RESOLVER_SAVED)
 
     def larger(current: int, checkpoint: int) -> int:

@@ -1,7 +1,8 @@
 """Search: full text over a checkpoint's descriptive fields, with filters, sorting and pages.
 
-DESIGN section 4: FTS5 over name, description, tags, feature, author, workflowId and stepId
-(never the snapshot), ranked by bm25; user text is terms, the last one a prefix; the seed's
+As documented (README, docs/protocol.md):
+FTS5 over name, description, tags, feature, author, workflowId and stepId
+(never the snapshot), ranked by bm25; user text is terms, the last one a prefix; the original API's
 advanced mapping adds filters, sorting and pagination. Tests on ``store`` use only the public
 API; tests that need the fake clock or hammer the query parser use ``manager``.
 """
@@ -369,7 +370,7 @@ ADVANCED: list[tuple[str, dict[str, Any], list[str]]] = [
 async def test_the_advanced_mapping_form(
     store: Store, catalogue: dict[str, str], request_: dict[str, Any], expected: list[str]
 ) -> None:
-    """The seed's {query, filters, sorting, pagination} finds and orders exactly what it says."""
+    """The original API's {query, filters, sorting, pagination} finds and orders what it says."""
     page = await store.search_checkpoints(request_)
     assert ids(page) == [catalogue[name] for name in expected]
     assert names(page) == expected

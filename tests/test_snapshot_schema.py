@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from checkpointd.snapshots.schema import SchemaReport, check_snapshot_schema
 
-# The seed's full example snapshot (checkpoint-api.md, "Create Checkpoint"), with the reference
+# The original API's full example snapshot (its "Create Checkpoint" example), with the reference
 # schema's metadata fields added so every known key is present.
 _FULL: dict[str, Any] = {
     "sessions": ["s-1"],
@@ -51,12 +51,12 @@ def _with(path: str, value: object) -> dict[str, Any]:
 
 
 def test_seed_full_example_is_clean() -> None:
-    """The seed's full example snapshot has no errors and no warnings."""
+    """The original API's full example snapshot has no errors and no warnings."""
     assert check_snapshot_schema(_FULL) == _CLEAN
 
 
 def test_seed_minimal_example_is_clean() -> None:
-    """The seed's minimal snapshot, a session and an arbitrary state, is clean."""
+    """The original API's minimal snapshot, a session and an arbitrary state, is clean."""
     assert check_snapshot_schema({"sessions": ["s-1"], "state": {"quick": True}}) == _CLEAN
 
 

@@ -1,6 +1,6 @@
 """Stats and validation: what the store reports about its checkpoints as a whole and one by one.
 
-Stats (DESIGN section 4) are read from maintained counters; a Hypothesis test runs random
+Stats (docs/protocol.md) are read from maintained counters; a Hypothesis test runs random
 create/update/delete/expire sequences and compares them with a recount in plain SQL over the
 ``checkpoints`` view and with a tally of the checkpoints the API returned. Validation decrypts,
 decompresses, re-checksums, re-sizes and schema-checks one snapshot, reporting damage rather

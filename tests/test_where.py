@@ -140,7 +140,7 @@ def _table_intact(db: sqlite3.Connection, extra: frozenset[str] = frozenset()) -
 
 
 def test_seed_example_compiles_to_parameterised_sql() -> None:
-    """The seed's filter compiles to json_extract with the key path and values as parameters."""
+    """The original API's filter compiles to json_extract, the key path and values as parameters."""
     compiled = compile_where("metadata->>'feature' = ? AND compressed = 1", ["auth"])
     assert compiled == Compiled(
         "(json_extract(metadata, ?) = ? AND compressed = ?)", ('$."feature"', "auth", 1)

@@ -1,8 +1,8 @@
-"""The NATS interface on the wire (DESIGN section 6), as a client in any language sees it.
+"""The NATS interface on the wire (docs/protocol.md), as a client in any language sees it.
 
 These tests speak raw nats-py to a real nats-server: no CheckpointClient, so what they assert is
 what a user on the wire notices — subjects, headers, body encodings, status codes, notification
-subjects and bodies — for every verb of DESIGN section 4.
+subjects and bodies — for every verb of docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def iso(moment: datetime) -> str:
 
 
 def token(session_id: str) -> str:
-    """The notification subject token DESIGN section 6 specifies, computed independently."""
+    """The notification subject token docs/protocol.md specifies, computed independently."""
     if session_id and all(c.isascii() and (c.isalnum() or c in "_-") for c in session_id):
         return session_id
     return "~" + base64.urlsafe_b64encode(session_id.encode()).decode().rstrip("=")

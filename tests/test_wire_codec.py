@@ -1,4 +1,4 @@
-"""Bodies and headers on NATS: encodings, error replies and header sizes (DESIGN section 6)."""
+"""Bodies and headers on NATS: encodings, error replies and header sizes (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The snapshot schema check that ``validate`` and restore's ``validateSchema`` run.
 
-The seed's snapshot shape::
+The original API's snapshot shape::
 
     sessions: string[]
     state: {progress: number 0-100, completed: any[], pending: any[], config: object,
@@ -12,9 +12,11 @@ Decisions:
 - Every key is optional and unknown keys (at any level) are allowed and produce nothing.
 - A known key present with the wrong type or out of range is an error, and makes the snapshot
   invalid. ``null`` is a value, not absence: ``"progress": null`` is an error. A boolean is not a
-  number. Every known key is checked alike, including the seed's finer fields (``resources``'
+  number. Every known key is checked alike, including the original API's finer
+  fields (``resources``'
   strings, ``metadata``), so one rule covers them all.
-- A missing ``sessions`` or ``state`` is a warning: the seed's snapshots always have them, but
+- A missing ``sessions`` or ``state`` is a warning: the original API's snapshots always have them,
+  but
   a snapshot without them still restores.
 - One error per wrong key: an array of strings with bad items names the first one and counts
   the rest, so the report stays small whatever the snapshot's size.
@@ -47,7 +49,7 @@ class SchemaReport:
 
 
 def check_snapshot_schema(snapshot: Mapping[str, Any]) -> SchemaReport:
-    """Check a decoded snapshot against the seed's snapshot schema.
+    """Check a decoded snapshot against the original API's snapshot schema.
 
     Args:
         snapshot: the decoded snapshot; anything else than a mapping is reported, not raised.

@@ -31,9 +31,9 @@ from checkpointd.storage import capture
 from checkpointd.storage.genesis import prepare_copy
 from checkpointd.storage.jetstream import LEASE_TTL, JetStreamLog
 from checkpointd.storage.replica import StreamReplica
-from checkpointd.storage.seed import import_log
 from checkpointd.storage.segment import Segment, pack, resolve, unpack
 from checkpointd.storage.sqlite import connect_writer
+from checkpointd.storage.stream_import import import_log
 
 KEY = "jetstream-test-key-0123456789abcdef"
 MAX_PAYLOAD = 64 * 1024

@@ -7,7 +7,7 @@ complete while it is blocked, with a median latency close to the one measured be
 subscribed, and a second, fast subscriber sees every ``seq`` published (the daemon dropped
 nothing).
 
-Unblocked, the subscriber does what DESIGN §6 tells a subscriber to do: the next notification
+Unblocked, the subscriber does what docs/protocol.md tells a subscriber to do: the next notification
 shows a jump in ``seq``, and it fetches the missing events from ``checkpoint.history``
 (``after_seq`` paging with ``next``). It ends with every event exactly once, in order, each the
 same event the log holds.

@@ -142,7 +142,8 @@ def fillers(rng: random.Random) -> list[str]:
 
 
 def snapshot(rng: random.Random, pool: list[str], marker: str, client: int) -> dict[str, Any]:
-    """A snapshot of 1-64 KB in the seed's shape, told apart from every other by ``marker``."""
+    """A snapshot of 1-64 KB in the original API's shape, told
+    apart from every other by ``marker``."""
     size = rng.randint(1024, 64 * 1024)
     text = rng.choice(pool)
     start = rng.randrange(len(text) - size + 1)
