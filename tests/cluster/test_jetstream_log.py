@@ -8,6 +8,7 @@ two files stand for two daemons: one writes through the stream, the other follow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sqlite3
 import time
@@ -158,7 +159,14 @@ def test_capture_ships_the_rows_a_transaction_left_and_another_copy_ends_up_equa
     tmp_path: Path,
 ) -> None:
     """Rows inserted, changed and deleted in one transaction arrive as their final state."""
-    source, target = (connect_writer(str(tmp_path / n), "full") for n in ("a.db", "b.db"))
+    with (
+        contextlib.closing(connect_writer(str(tmp_path / "a.db"), "full")) as source,
+        contextlib.closing(connect_writer(str(tmp_path / "b.db"), "full")) as target,
+    ):
+        ship_and_compare(source, target)
+
+
+def ship_and_compare(source: sqlite3.Connection, target: sqlite3.Connection) -> None:
     for conn in (source, target):
         conn.execute("CREATE TABLE t (k TEXT, n INTEGER, PRIMARY KEY (k)) WITHOUT ROWID")
         conn.execute("CREATE TABLE r (v BLOB)")
