@@ -29,8 +29,6 @@ import json
 import os
 import random
 import string
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -43,7 +41,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, StateGraph
 
-from bench.bench_ts import DEADLINE, free_port, wait_ready
+from bench.bench_ts import serving
 from bench.timing import quantile
 from checkpointd.langgraph import CheckpointdSaver
 
@@ -193,25 +191,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-langgraph-") as name:
         directory = Path(name)
-        port = free_port()
-        config = directory / "checkpointd.toml"
-        config.write_text(
-            f'state_directory = "{directory}/state"\n\n[nats]\nembedded_port = {port}\n',
-            encoding="utf-8",
-        )
-        daemon = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "checkpointd", "serve", "--config", str(config)],
-            cwd=directory,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"nats://127.0.0.1:{port}"
-        try:
-            asyncio.run(wait_ready(url, daemon))
+        with serving(directory) as url:
             rows = asyncio.run(run(directory, url, args.seconds))
-        finally:
-            daemon.terminate()
-            daemon.wait(DEADLINE)
     print_table(rows)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")

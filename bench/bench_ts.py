@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,33 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(directory: Path) -> Iterator[str]:
+    """A ``checkpointd serve`` on its embedded defaults under ``directory``, ready: its URL.
+
+    Stopped (SIGTERM) when the block ends.
+    """
+    port = free_port()
+    config = directory / "checkpointd.toml"
+    config.write_text(
+        f'state_directory = "{directory}/state"\n\n[nats]\nembedded_port = {port}\n',
+        encoding="utf-8",
+    )
+    daemon = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "checkpointd", "serve", "--config", str(config)],
+        cwd=directory,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"nats://127.0.0.1:{port}"
+    try:
+        asyncio.run(wait_ready(url, daemon))
+        yield url
+    finally:
+        daemon.terminate()
+        daemon.wait(DEADLINE)
 
 
 async def wait_ready(url: str, daemon: subprocess.Popen[bytes]) -> None:
@@ -120,26 +149,11 @@ def main() -> None:
         sys.exit(
             "build the TypeScript client first: cd clients/typescript && npm ci && npm run build"
         )
-    with tempfile.TemporaryDirectory(prefix="bench-ts-") as directory:
-        port = free_port()
-        config = Path(directory) / "checkpointd.toml"
-        config.write_text(
-            f'state_directory = "{directory}/state"\n\n[nats]\nembedded_port = {port}\n',
-            encoding="utf-8",
-        )
-        daemon = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "checkpointd", "serve", "--config", str(config)],
-            cwd=directory,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"nats://127.0.0.1:{port}"
-        try:
-            asyncio.run(wait_ready(url, daemon))
-            rows = asyncio.run(run(url, Plan(seconds=args.seconds, n=None)))
-        finally:
-            daemon.terminate()
-            daemon.wait(DEADLINE)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-ts-") as directory,
+        serving(Path(directory)) as url,
+    ):
+        rows = asyncio.run(run(url, Plan(seconds=args.seconds, n=None)))
     print_table(rows)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")

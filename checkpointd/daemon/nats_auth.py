@@ -56,7 +56,8 @@ class Authorization:
 def embedded_authorization(nats: NatsSettings) -> Authorization | None:
     """What the embedded server is to check; None: anyone who reaches it may connect.
 
-    Reads ``nkey_seed_file`` (the public key goes in the server's config, never the seed).
+    Reads ``nkey_seed_file``, the NKey's private part (only the public key goes in the server's
+    config).
 
     Raises:
         ConfigError: naming the setting the embedded server cannot apply (see the module).
